@@ -1,0 +1,37 @@
+"""lfpo-bench: RL with verifiable rewards on masked diffusion language models.
+
+The public surface is small on purpose:
+
+- ``lfpo_bench.sampler.generate``: the one masked-diffusion sampler;
+- ``lfpo_bench.models.load_model``: tiny built-in model, local checkpoints, hub ids;
+- ``lfpo_bench.registry``: tasks and methods by name;
+- ``lfpo_bench.trainer.train`` / ``lfpo_bench.runner``: the one RL loop, eval and sweeps.
+"""
+
+__version__ = "0.1.0"
+
+
+def _map_source_dirs() -> None:
+    """``tasks/`` and ``baselines/`` live beside ``lfpo_bench/`` in the repository and are installed as
+    ``lfpo_bench.tasks`` / ``lfpo_bench.baselines``. When the package is imported straight from a source
+    checkout (e.g. ``python -m lfpo_bench.cli`` in the repo root), map them the same way here."""
+    import sys
+    from importlib.util import module_from_spec, spec_from_file_location
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    root = here.parent
+    if not (root / "pyproject.toml").exists():
+        return
+    for sub in ("tasks", "baselines"):
+        name = f"lfpo_bench.{sub}"
+        init = root / sub / "__init__.py"
+        if name in sys.modules or (here / sub).exists() or not init.exists():
+            continue
+        spec = spec_from_file_location(name, init, submodule_search_locations=[str(root / sub)])
+        mod = module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+
+
+_map_source_dirs()

@@ -1,0 +1,149 @@
+"""The ``lfpo-bench`` command line: parse, call one work function, print. No logic lives here."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .types import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="RLVR benchmark harness for masked diffusion LMs.")
+# piped output keeps full tables instead of rich's 80-column default
+console = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def _ints(s: Optional[str], name: str) -> list[int]:
+    if not s:
+        return []
+    try:
+        return [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{name} takes comma-separated integers, e.g. 2,4,8; got {s!r}") from None
+
+
+def _floats(s: Optional[str], name: str) -> list[float]:
+    if not s:
+        return []
+    try:
+        return [float(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{name} takes comma-separated numbers, e.g. 0.9,0.95; got {s!r}") from None
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """List tasks (with data source and default settings) and methods (built-in and plugins)."""
+    from .registry import METHODS, TASKS
+
+    t = Table(title="tasks")
+    for col in ("task", "source", "default model", "splits (train/val/eval)", "L", "steps", "block"):
+        t.add_column(col)
+    for name in TASKS.names():
+        s = TASKS.get(name).summary()
+        t.add_row(name, s["source"], s["model"], s["splits"], str(s["gen_length"]), str(s["steps"]), str(s["block"]))
+    console.print(t)
+    m = Table(title="methods")
+    m.add_column("method")
+    m.add_column("origin")
+    m.add_column("description")
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        doc = (cls.__doc__ or "").strip().splitlines()
+        m.add_row(name, METHODS.origin(name), doc[0] if doc else "")
+    console.print(m)
+    for reg in (TASKS, METHODS):
+        for name, e in reg.plugin_errors.items():
+            err.print(f"[red]plugin {reg.kind} {name!r} failed to load:[/red] {e}")
+
+
+@app.command()
+def pretrain(
+    task: str = typer.Option("sudoku4", help="synthetic task to pretrain the tiny model on"),
+    steps: Optional[int] = typer.Option(None, help="optimiser steps (default: the task's calibrated value)"),
+    seed: Optional[int] = typer.Option(None, help="seed for init, batches and masks"),
+    out: Optional[str] = typer.Option(None, help="checkpoint folder (default: the cache, used by --model tiny)"),
+) -> None:
+    """Pretrain the built-in tiny model with the masked-diffusion SFT objective."""
+    from .pretrain import checkpoint_path, default_config, pretrain as work, with_overrides
+
+    cfg = with_overrides(default_config(task), steps=steps, seed=seed)
+    path = out or checkpoint_path(cfg)
+    info = work(cfg, path)
+    console.print(f"saved {path}  ({info['seconds']} s, final loss {info['final_loss']:.4f})")
+
+
+def print_rows(rows, title: str) -> None:
+    t = Table(title=title)
+    metric_names = sorted({k for r in rows for k in r.metrics})
+    for col in ["decoding", "L", "steps", "block", "n", "accuracy", *metric_names, "mean NFE", "p50 ms", "p95 ms", "tok/s"]:
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(
+            r.decoding, str(r.gen_length), str(r.steps) if r.decoding == "fixed" else "adaptive", str(r.block_length),
+            str(r.n), f"{100 * r.accuracy:.1f}", *[f"{100 * r.metrics.get(k, 0):.1f}" for k in metric_names],
+            f"{r.nfe_mean:.2f}", f"{r.latency_ms_p50:.2f}", f"{r.latency_ms_p95:.2f}", f"{r.tokens_per_s:.0f}",
+        )
+    console.print(t)
+
+
+@app.command("eval")
+def eval_cmd(
+    task: str = typer.Option(..., help="task name (see `lfpo-bench list`)"),
+    model: Optional[str] = typer.Option(None, help="tiny | tiny:<task> | checkpoint folder | hub id (default: the task's)"),
+    split: Optional[str] = typer.Option(None, help="split to evaluate (default: the task's eval split)"),
+    gen_length: Optional[int] = typer.Option(None, help="generated tokens L (default: the task's)"),
+    steps: Optional[str] = typer.Option(None, help="comma-separated step counts, e.g. 2,4,8,16"),
+    block_length: Optional[int] = typer.Option(None, help="semi-autoregressive block length"),
+    threshold: Optional[str] = typer.Option(None, help="also decode with confidence threshold(s), e.g. 0.9"),
+    temperature: float = typer.Option(0.0, help="0 = greedy"),
+    remasking: str = typer.Option("low_confidence", help="low_confidence | random"),
+    cfg: float = typer.Option(0.0, help="classifier-free guidance scale"),
+    use_cache: bool = typer.Option(False, help="prefix KV cache, recomputed once per block (approximate)"),
+    stop_at_eos: bool = typer.Option(False, help="stop once every sample has ended with EOS"),
+    seed: int = typer.Option(0, help="sampling seed (recorded in every row)"),
+    batch_size: int = typer.Option(64, help="prompts per batch"),
+    limit: Optional[int] = typer.Option(None, help="evaluate only the first N problems"),
+    out: Optional[str] = typer.Option(None, help="results JSONL (default: results/eval/<time>.jsonl)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    data: Optional[str] = typer.Option(None, help="local data file or folder overriding the public source"),
+) -> None:
+    """Evaluate a model on a task at one or more decoding settings; print and save result rows."""
+    from .runner import EvalArgs, run_eval
+
+    args = EvalArgs(
+        task=task, model=model, split=split, gen_length=gen_length, steps=_ints(steps, "--steps"),
+        block_length=block_length, thresholds=_floats(threshold, "--threshold"), temperature=temperature,
+        remasking=remasking, cfg_scale=cfg, use_cache=use_cache, stop_at_eos=stop_at_eos, seed=seed,
+        batch_size=batch_size, limit=limit, out=out, device=device, data=data,
+    )
+    rows, path = run_eval(args)
+    print_rows(rows, f"{task} / {rows[0].split} / {rows[0].model}")
+    console.print(f"rows written to {path}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except UserError as e:
+        err.print(f"[red]error:[/red] {e}")
+        sys.exit(2)
+    except (typer.Exit, typer.Abort) as e:
+        sys.exit(getattr(e, "exit_code", 1))
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

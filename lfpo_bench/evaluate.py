@@ -1,0 +1,176 @@
+"""Evaluation: generate with the one sampler at each decoding setting, score with the task, and return tidy
+rows with accuracy, NFE, latency and provenance.
+
+Latency is wall time per batch divided by the batch size (amortised ms per sample), with
+``torch.cuda.synchronize()`` around each batch on GPU; p50/p95 are over samples. ``tokens_per_s`` counts
+the whole generated canvas (``gen_length`` per sample). Use ``--batch-size 1`` for per-request latency.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+
+from .provenance import config_hash, device_name, git_sha, torch_version
+from .progress import progress_bar
+from .sampler import check_schedule, generate
+from .types import Example, ResultRow, UserError
+
+
+@dataclass(frozen=True)
+class Decoding:
+    gen_length: int
+    steps: int
+    block_length: int
+    temperature: float = 0.0
+    remasking: str = "low_confidence"
+    threshold: float | None = None  # confidence-threshold parallel decoding (steps then adapt)
+    cfg_scale: float = 0.0
+    use_cache: bool = False
+    stop_at_eos: bool = False
+
+    @property
+    def label(self) -> str:
+        return "fixed" if self.threshold is None else f"threshold={self.threshold:g}"
+
+    def kwargs(self) -> dict:
+        d = asdict(self)
+        return d
+
+
+def decoding_grid(
+    task,
+    *,
+    gen_length: int | None = None,
+    steps: list[int] | None = None,
+    block_length: int | None = None,
+    thresholds: list[float] | None = None,
+    temperature: float = 0.0,
+    remasking: str = "low_confidence",
+    cfg_scale: float = 0.0,
+    use_cache: bool = False,
+    stop_at_eos: bool = False,
+) -> list[Decoding]:
+    """Fixed-step settings for each of ``steps`` plus one threshold setting per ``thresholds``. Checks every
+    setting's schedule up front, so a bad combination fails before any model work."""
+    L = gen_length or task.gen_length
+    blk = block_length or min(task.block_length, L)
+    steps = steps or list(task.eval_steps or (task.steps,))
+    common = dict(temperature=temperature, remasking=remasking, cfg_scale=cfg_scale, use_cache=use_cache, stop_at_eos=stop_at_eos)
+    out = []
+    for s in steps:
+        try:
+            check_schedule(L, blk, s, None)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        out.append(Decoding(L, s, blk, **common))
+    for th in thresholds or []:
+        try:
+            check_schedule(L, blk, L, th)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        out.append(Decoding(L, L, blk, threshold=th, **common))
+    return out
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+@dataclass
+class Completions:
+    texts: list[str]
+    nfe: list[float]
+    latency_ms: list[float]
+    seconds: float
+
+
+def complete(lm, task, examples: list[Example], dec: Decoding, *, batch_size: int, generator: torch.Generator | None,
+             bar=None) -> Completions:
+    """Generate one completion per example at decoding ``dec``."""
+    style = lm.profile.prompt_style
+    texts, nfe, lat = [], [], []
+    total = 0.0
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i : i + batch_size]
+        ids, mask = lm.encode_prompts([task.prompt(e, style) for e in chunk], dec.gen_length)
+        ids, mask = ids.to(lm.device), mask.to(lm.device)
+        _sync(lm.device)
+        t0 = time.perf_counter()
+        g = generate(
+            lm, ids, mask, gen_length=dec.gen_length, steps=dec.steps, block_length=dec.block_length,
+            temperature=dec.temperature, remasking=dec.remasking, threshold=dec.threshold, cfg_scale=dec.cfg_scale,
+            use_cache=dec.use_cache, stop_at_eos=dec.stop_at_eos, generator=generator,
+        )
+        _sync(lm.device)
+        dt = time.perf_counter() - t0
+        total += dt
+        texts += lm.decode(g.completion.cpu())
+        nfe += g.nfe_per_sample.cpu().float().tolist()
+        lat += [1000 * dt / len(chunk)] * len(chunk)
+        if bar is not None:
+            bar.advance(len(chunk))
+    return Completions(texts, nfe, lat, total)
+
+
+def evaluate(
+    lm,
+    task,
+    decodings: list[Decoding],
+    *,
+    split: str | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    limit: int | None = None,
+    method: str = "none",
+    model_name: str | None = None,
+    extra: dict | None = None,
+    show_progress: bool = True,
+    samples_out=None,
+) -> list[ResultRow]:
+    """One ``ResultRow`` per decoding setting. ``extra`` is merged into each row's ``config``.
+
+    ``samples_out``: optional callable receiving ``(decoding, examples, completions, scored)`` (used to write
+    evalplus-style samples.jsonl for code tasks)."""
+    split = split or task.eval_split
+    examples, sha = task.load_with_hash(split)
+    if limit is not None:
+        examples = examples[:limit]
+    if not examples:
+        raise UserError(f"task {task.name!r} split {split!r} has no examples")
+    lm.eval()
+    rows = []
+    total = len(examples) * len(decodings)
+    with progress_bar(f"eval {task.name}/{split}", total=total, enabled=show_progress) as bar:
+        for dec in decodings:
+            gen = torch.Generator(device=lm.device).manual_seed(seed)
+            comp = complete(lm, task, examples, dec, batch_size=batch_size, generator=gen, bar=bar)
+            scored = task.score_batch(examples, comp.texts)
+            if samples_out is not None:
+                samples_out(dec, examples, comp, scored)
+            scores = [s.score for s in scored]
+            metric_names = sorted({k for s in scored for k in s.metrics})
+            metrics = {k: float(np.mean([s.metrics.get(k, 0.0) for s in scored])) for k in metric_names}
+            cfg = {"task": task.name, "split": split, "model": model_name or lm.name, "method": method, "seed": seed,
+                   "decoding": dec.kwargs(), **(extra or {})}
+            rows.append(
+                ResultRow(
+                    method=method, task=task.name, model=model_name or lm.name, split=split,
+                    gen_length=dec.gen_length, steps=dec.steps, block_length=dec.block_length, decoding=dec.label,
+                    temperature=dec.temperature, remasking=dec.remasking, seed=seed, n=len(examples),
+                    accuracy=float(np.mean(scores)), nfe_mean=float(np.mean(comp.nfe)),
+                    latency_ms_p50=float(np.percentile(comp.latency_ms, 50)),
+                    latency_ms_p95=float(np.percentile(comp.latency_ms, 95)),
+                    tokens_per_s=dec.gen_length * len(examples) / max(comp.seconds, 1e-9),
+                    metrics=metrics, scores=scores, problem_ids=[e.id for e in examples], nfe=comp.nfe,
+                    git_sha=git_sha(), config_hash=config_hash(cfg), dataset_sha256=sha,
+                    device=device_name(lm.device), torch_version=torch_version(),
+                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"), config=cfg,
+                )
+            )
+    return rows

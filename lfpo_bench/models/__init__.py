@@ -1,0 +1,1 @@
+"""Model families wrapped as ``DiffusionLM``."""

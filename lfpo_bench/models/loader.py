@@ -1,0 +1,129 @@
+"""``load_model(spec)``: one entry point for every model the harness runs.
+
+Specs:
+
+- ``tiny``: the built-in tiny model pretrained on the task's synthetic task (trained on first use, cached);
+- ``tiny:<task>``: pretrained on that synthetic task; ``tiny-random``: untrained, for tests and benchmarks;
+- a local folder: a saved tiny checkpoint, a native LLaDA checkpoint, or any HF checkpoint of a known family;
+- a hub id (``GSAI-ML/LLaDA-8B-Instruct``, ``Dream-org/Dream-v0-Instruct-7B``, ``apple/DiffuCoder-7B-cpGRPO``):
+  loaded from the local HF cache; offline with no cached copy, the error says how to get one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from ..types import UserError
+from .base import DiffusionLM, FamilyProfile
+from .tokenizer import CharTokenizer
+
+log = logging.getLogger(__name__)
+
+
+def _quiet_transformers() -> None:
+    """transformers' own weight-loading/saving bars would interleave with ours."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+_quiet_transformers()
+
+
+def tiny_profile(config, tokenizer: CharTokenizer) -> FamilyProfile:
+    return FamilyProfile(
+        name="tiny",
+        mask_id=tokenizer.mask_token_id,
+        eos_ids=(tokenizer.eos_token_id,),
+        pad_id=tokenizer.pad_token_id,
+        shift_logits=False,
+        chat=False,
+        prompt_style="compact",
+        sep_id=tokenizer.sep_token_id,
+        max_length=config.max_position_embeddings,
+        recommended={"temperature": 0.0, "remasking": "low_confidence"},
+    )
+
+
+def new_tiny(seed: int = 0, **overrides) -> DiffusionLM:
+    """A randomly initialised tiny model (deterministic for ``seed``)."""
+    from .tiny import TinyDLM, TinyDLMConfig
+
+    tok = CharTokenizer()
+    cfg = TinyDLMConfig(
+        vocab_size=(tok.vocab_size + 7) // 8 * 8,
+        mask_token_id=tok.mask_token_id,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+        sep_token_id=tok.sep_token_id,
+        **overrides,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # init only, inside a forked RNG: the global RNG is left untouched
+        module = TinyDLM(cfg)
+    return DiffusionLM(module, tok, tiny_profile(cfg, tok), name="tiny-random")
+
+
+def save_model(lm: DiffusionLM, path: str | Path) -> Path:
+    """Save so that ``AutoModel.from_pretrained(path, trust_remote_code=True)`` works in a fresh process."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    module = lm.module
+    if lm.profile.name == "tiny":
+        module.config.register_for_auto_class()
+        module.register_for_auto_class("AutoModel")
+    module.save_pretrained(path)
+    lm.tokenizer.save_pretrained(path)
+    return path
+
+
+def _load_tiny_dir(path: Path, device, dtype) -> DiffusionLM:
+    from .tiny import TinyDLM
+
+    module = TinyDLM.from_pretrained(path, dtype=dtype or torch.float32)
+    tok = CharTokenizer.from_pretrained(path)
+    return DiffusionLM(module.to(device).eval(), tok, tiny_profile(module.config, tok), name=str(path))
+
+
+def load_model(spec: str, *, task=None, device: str | torch.device = "cpu", dtype=None, quiet: bool = False) -> DiffusionLM:
+    """Resolve ``spec`` (see module docstring) to a ``DiffusionLM`` on ``device``."""
+    if spec == "tiny-random":
+        lm = new_tiny(0)
+        lm.module.to(device).eval()
+        return lm
+    if spec == "tiny" or spec.startswith("tiny:"):
+        from ..pretrain import ensure_tiny
+
+        pre = spec.split(":", 1)[1] if ":" in spec else (getattr(task, "tiny_pretrain", None) or "sudoku4")
+        path = ensure_tiny(pre, quiet=quiet)
+        lm = _load_tiny_dir(path, device, dtype)
+        lm.name = f"tiny:{pre}"
+        return lm
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        cfg_file = path / "config.json"
+        if not cfg_file.exists():
+            raise UserError(f"{str(path)!r} is a folder but holds no config.json; point --model at a saved checkpoint")
+        model_type = json.loads(cfg_file.read_text()).get("model_type", "")
+        if model_type == "lfpo_tiny_dlm":
+            return _load_tiny_dir(path, device, dtype)
+        from .hf import load_hf
+
+        return load_hf(str(path), model_type=model_type, device=device, dtype=dtype)
+    looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith((".pt", ".bin", ".safetensors"))
+    if looks_like_path:
+        raise UserError(f"model path {spec!r} does not exist; give a checkpoint folder, a hub id, or 'tiny'")
+    if "/" not in spec:
+        raise UserError(
+            f"unknown model {spec!r}; use 'tiny', 'tiny:<synthetic task>', 'tiny-random', a checkpoint folder, "
+            f"or a hub id such as GSAI-ML/LLaDA-8B-Instruct"
+        )
+    from .hf import load_hf
+
+    return load_hf(spec, model_type=None, device=device, dtype=dtype)

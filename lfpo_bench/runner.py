@@ -1,0 +1,88 @@
+"""Work functions behind the CLI's ``eval`` (and, in ``run.py``/``sweep.py``, training and sweeps).
+
+Each takes plain arguments, does the work, writes rows, and returns them; the CLI only parses and prints.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from .evaluate import decoding_grid, evaluate
+from .registry import TASKS
+from .results import append_rows
+from .types import ResultRow, UserError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device} asked for, but CUDA is not available here; use --device cpu")
+    return device
+
+
+def make_task(name: str, data: str | None = None):
+    cls = TASKS.get(name)
+    return cls(data_path=data) if isinstance(cls, type) else cls
+
+
+@dataclass
+class EvalArgs:
+    task: str
+    model: str | None = None
+    split: str | None = None
+    gen_length: int | None = None
+    steps: list[int] = field(default_factory=list)
+    block_length: int | None = None
+    thresholds: list[float] = field(default_factory=list)
+    temperature: float = 0.0
+    remasking: str = "low_confidence"
+    cfg_scale: float = 0.0
+    use_cache: bool = False
+    stop_at_eos: bool = False
+    seed: int = 0
+    batch_size: int = 64
+    limit: int | None = None
+    out: str | None = None
+    device: str = "auto"
+    data: str | None = None
+    show_progress: bool = True
+
+
+def default_out(kind: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path("results") / kind / f"{stamp}.jsonl"
+
+
+def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path]:
+    from .models.loader import load_model
+
+    task = make_task(a.task, a.data)
+    decodings = decoding_grid(
+        task, gen_length=a.gen_length, steps=a.steps or None, block_length=a.block_length,
+        thresholds=a.thresholds, temperature=a.temperature, remasking=a.remasking, cfg_scale=a.cfg_scale,
+        use_cache=a.use_cache, stop_at_eos=a.stop_at_eos,
+    )
+    device = resolve_device(a.device)
+    model_spec = a.model or task.default_model
+    lm = load_model(model_spec, task=task, device=device, quiet=not a.show_progress)
+    samples = None
+    out = Path(a.out) if a.out else default_out("eval")
+    if getattr(task, "uses_sandbox", False):
+        from .codeexec import samples_writer
+
+        samples = samples_writer(out.with_suffix(".samples.jsonl"))
+    rows = evaluate(
+        lm, task, decodings, split=a.split, seed=a.seed, batch_size=a.batch_size, limit=a.limit,
+        model_name=model_spec if model_spec != "tiny" else lm.name, show_progress=a.show_progress,
+        samples_out=samples,
+    )
+    append_rows(out, [r.to_dict() for r in rows])
+    return rows, out

@@ -1,0 +1,226 @@
+"""The one masked-diffusion sampler, shared by evaluation, rollouts and benchmarks.
+
+Semantics follow LLaDA's reference ``generate`` (see docs/sampler.md):
+
+- the canvas is the (left-padded) prompt followed by ``gen_length`` mask tokens;
+- blocks of ``block_length`` are decoded left to right, ``steps`` split evenly over the blocks;
+- inside a block the masked count n is split evenly over the block's steps: base = n // steps, and the
+  first n % steps steps commit one more token;
+- each step predicts x0 by argmax (temperature 0) or float64 Gumbel-max (temperature > 0);
+- confidence is softmax(logits)[x0] (``low_confidence``) or uniform noise (``random``); only masked
+  positions of the current block compete, and the top-k by confidence are committed, never remasked;
+- ``threshold=tau`` (Fast-dLLM parallel decoding) commits every masked token of the block whose confidence
+  is >= tau, and at least one per step, so the number of steps adapts;
+- CFG: the unconditional pass masks the prompt; logits = u + (s + 1) * (c - u).
+
+Differences from the reference that do not change the distribution of outputs:
+
+- the Gumbel draw uses the log form ``logits - tau * log(-log U)`` in float64, which has the same argmax as
+  the reference's ``exp(logits) / (-log U) ** tau`` but cannot overflow;
+- noise and softmax are computed for the current block only, not the whole vocabulary x sequence.
+
+The prefix KV cache (``use_cache=True``, Fast-dLLM style) recomputes the cache once per block: it is an
+approximation for bidirectional models, exact only at the first step of each block (see docs/sampler.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .types import Generation
+
+REMASKING = ("low_confidence", "random")
+
+
+def num_transfer_tokens(n_masked: torch.Tensor, steps: int) -> torch.Tensor:
+    """Split each row's masked count over ``steps``: base = n // steps, first n % steps steps get one more.
+
+    ``n_masked``: [B] int. Returns [B, steps] int64 whose rows sum to ``n_masked``.
+    """
+    n = n_masked.long()
+    base = n // steps
+    rem = n % steps
+    out = base[:, None].expand(-1, steps).clone()
+    out += (torch.arange(steps, device=n.device)[None, :] < rem[:, None]).long()
+    return out
+
+
+def check_schedule(gen_length: int, block_length: int, steps: int, threshold: float | None) -> int:
+    """Validate the block/step arithmetic; returns steps per block (0 in threshold mode)."""
+    if gen_length <= 0 or block_length <= 0:
+        raise ValueError(f"gen_length ({gen_length}) and block_length ({block_length}) must be positive")
+    if gen_length % block_length:
+        raise ValueError(
+            f"gen_length={gen_length} is not divisible by block_length={block_length}; "
+            f"pick a block length that divides it (e.g. {math.gcd(gen_length, block_length) or gen_length})"
+        )
+    n_blocks = gen_length // block_length
+    if threshold is not None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        return 0
+    if steps <= 0:
+        raise ValueError(f"steps must be positive, got {steps}")
+    if steps % n_blocks:
+        raise ValueError(
+            f"steps={steps} is not divisible by the number of blocks ({gen_length}/{block_length}={n_blocks}); "
+            f"use a multiple of {n_blocks}"
+        )
+    if steps // n_blocks > block_length:
+        raise ValueError(
+            f"steps={steps} gives {steps // n_blocks} steps per block but a block has only {block_length} "
+            f"tokens; use at most {n_blocks * block_length} steps"
+        )
+    return steps // n_blocks
+
+
+def sample_tokens(
+    logits: torch.Tensor, temperature: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """x0 = argmax at temperature 0, else Gumbel-max in float64. ``logits``: [..., V] -> [...] int64."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    # argmax(exp(l) / (-log u)^tau) == argmax(l - tau * log(-log u)); the log form cannot overflow
+    g = logits.double() - temperature * torch.log(-torch.log(u.clamp_min(1e-300)))
+    return g.argmax(-1)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    prompt_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    gen_length: int,
+    steps: int,
+    block_length: int | None = None,
+    temperature: float = 0.0,
+    remasking: str = "low_confidence",
+    threshold: float | None = None,
+    cfg_scale: float = 0.0,
+    stop_at_eos: bool = False,
+    generator: torch.Generator | None = None,
+    record_trajectory: bool = False,
+    use_cache: bool = False,
+) -> Generation:
+    """Generate ``gen_length`` tokens after each (left-padded) prompt. See the module docstring.
+
+    ``model`` is a ``DiffusionLM`` (or any callable ``(ids, attention_mask) -> logits`` with ``mask_id``
+    and ``profile.eos_ids``). ``stop_at_eos``: once every row holds an EOS in its finished blocks, the
+    remaining blocks are filled with EOS without further forward passes (saves NFE; the reference
+    sampler would keep denoising). Returns a ``Generation`` with per-sample NFE in
+    ``Generation.nfe_per_sample`` (forward passes during which the row still had masks in its block).
+    """
+    if remasking not in REMASKING:
+        raise ValueError(f"unknown remasking {remasking!r}; choose one of {REMASKING}")
+    block_length = block_length or gen_length
+    spb = check_schedule(gen_length, block_length, steps, threshold)
+    device = prompt_ids.device
+    B, P = prompt_ids.shape
+    mask_id = model.mask_id
+    eos_ids = tuple(getattr(getattr(model, "profile", None), "eos_ids", ()) or ())
+    if attention_mask is None:
+        attention_mask = torch.ones_like(prompt_ids)
+    am = torch.cat([attention_mask, torch.ones(B, gen_length, dtype=attention_mask.dtype, device=device)], 1)
+    x = torch.cat([prompt_ids, torch.full((B, gen_length), mask_id, dtype=prompt_ids.dtype, device=device)], 1)
+    commit = torch.full((B, gen_length), -1, dtype=torch.long, device=device)
+    nfe_row = torch.zeros(B, dtype=torch.long, device=device)
+    prompt_pos = attention_mask.bool()  # real prompt tokens (masked in the CFG unconditional pass)
+    if use_cache and not getattr(model, "supports_cache", False):
+        raise ValueError(f"model {getattr(model, 'name', model)!r} has no KV-cache support; drop use_cache")
+    if use_cache and cfg_scale > 0:
+        raise ValueError("use_cache with CFG is not supported; drop one of them")
+
+    def forward(step_in_block: int, s: int, e: int, cache_state: dict) -> torch.Tensor:
+        """Logits of the current block ``[B, e-s, V]``."""
+        if cfg_scale > 0:
+            un = x.clone()
+            un[:, :P][prompt_pos] = mask_id
+            lg = model(torch.cat([x, un]), torch.cat([am, am]))
+            c, u = lg[:B, s:e], lg[B:, s:e]
+            return u + (cfg_scale + 1.0) * (c - u)
+        if use_cache:
+            if step_in_block == 0:
+                lg, cache_state["kv"] = model.forward_with_cache(x, am, prefix_len=s)
+                return lg[:, s:e]
+            lg = model.forward_suffix(x[:, s:], am, cache_state["kv"])
+            return lg[:, : e - s]
+        return model(x, am)[:, s:e]
+
+    passes = 0
+    n_blocks = gen_length // block_length
+    for b in range(n_blocks):
+        s, e = P + b * block_length, P + (b + 1) * block_length
+        blk_mask = x[:, s:e] == mask_id  # [B, bl]
+        schedule = num_transfer_tokens(blk_mask.sum(1), spb) if threshold is None else None
+        cache_state: dict = {}
+        i = 0
+        while True:
+            if threshold is None and i >= spb:
+                break
+            blk_mask = x[:, s:e] == mask_id
+            active = blk_mask.any(1)
+            if threshold is not None and not bool(active.any()):
+                break
+            logits = forward(i, s, e, cache_state)  # [B, bl, V]
+            passes += 1
+            nfe_row += active.long()
+            x0 = sample_tokens(logits, temperature, generator)  # [B, bl]
+            if remasking == "low_confidence":
+                p = torch.softmax(logits.float(), dim=-1)
+                conf = torch.gather(p, -1, x0[..., None]).squeeze(-1)
+            else:
+                conf = torch.rand(x0.shape, device=device, generator=generator)
+            conf = torch.where(blk_mask, conf, torch.full_like(conf, -math.inf))
+            if threshold is None:
+                k = schedule[:, i]  # [B]
+                kmax = int(k.max())
+                transfer = torch.zeros_like(blk_mask)
+                if kmax > 0:
+                    top = conf.topk(kmax, dim=-1).indices  # [B, kmax]
+                    keep = torch.arange(kmax, device=device)[None, :] < k[:, None]
+                    transfer.scatter_(1, top, keep)
+            else:
+                transfer = blk_mask & (conf >= threshold)
+                best = conf.argmax(-1)
+                need = active & ~transfer.any(1)
+                transfer[need, best[need]] = True
+            blk = x[:, s:e]
+            x[:, s:e] = torch.where(transfer, x0, blk)
+            cs = commit[:, s - P : e - P]
+            commit[:, s - P : e - P] = torch.where(transfer, torch.full_like(cs, passes - 1), cs)
+            i += 1
+        if stop_at_eos and eos_ids and b < n_blocks - 1:
+            done = x[:, P:e]
+            has_eos = torch.zeros(B, dtype=torch.bool, device=device)
+            for t in eos_ids:
+                has_eos |= (done == t).any(1)
+            if bool(has_eos.all()):
+                rest = x[:, e:]
+                fill = rest == mask_id
+                x[:, e:] = torch.where(fill, torch.full_like(rest, eos_ids[0]), rest)
+                # a virtual pass after the last one: masked in every recorded state
+                commit[:, e - P :] = torch.where(fill, torch.full_like(fill, passes, dtype=torch.long), commit[:, e - P :])
+                break
+    nfe_mult = 2 if cfg_scale > 0 else 1
+    return Generation(
+        sequences=x,
+        completion=x[:, P:],
+        prompt_len=P,
+        nfe=passes * nfe_mult,
+        steps=passes,
+        nfe_per_sample=nfe_row * nfe_mult,
+        commit_step=commit if record_trajectory else None,
+    )
+
+
+def state_at(completion: torch.Tensor, commit_step: torch.Tensor, step: int | torch.Tensor, mask_id: int) -> torch.Tensor:
+    """Rebuild the completion as it was fed to forward pass ``step``: tokens committed at an earlier pass
+    are clean, the rest masked. ``step`` may be a per-row tensor [B]."""
+    if isinstance(step, torch.Tensor):
+        step = step.view(-1, 1)
+    clean = commit_step < step
+    return torch.where(clean, completion, torch.full_like(completion, mask_id))

@@ -1,0 +1,49 @@
+"""Pretraining: the SFT loss by hand, determinism for a seed, caching and train-on-first-use."""
+
+import math
+
+import torch
+
+from lfpo_bench import pretrain as pt
+
+
+def test_masked_diffusion_loss_by_hand():
+    logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0], [5.0, 0.0]]])
+    targets = torch.tensor([[0, 1, 0]])
+    masked = torch.tensor([[True, True, False]])  # the unmasked position does not count
+    t = torch.tensor([[0.5]])
+    # (ln 2 + ln 4) / 0.5 / (B*L = 3)
+    expected = (math.log(2) + math.log(4)) / 0.5 / 3
+    assert math.isclose(pt.masked_diffusion_loss(logits, targets, masked, t).item(), expected, rel_tol=1e-6)
+
+
+def test_pretraining_is_deterministic_for_a_seed(tmp_path):
+    cfg = pt.PretrainConfig(task="sudoku4", steps=3, batch_size=8, d_model=16, n_layers=1, n_heads=1)
+    pt.pretrain(cfg, tmp_path / "a", show_progress=False)
+    pt.pretrain(cfg, tmp_path / "b", show_progress=False)
+    other = pt.PretrainConfig(task="sudoku4", steps=3, batch_size=8, d_model=16, n_layers=1, n_heads=1, seed=1)
+    pt.pretrain(other, tmp_path / "c", show_progress=False)
+    from safetensors.torch import load_file
+
+    a, b, c = (load_file(tmp_path / n / "model.safetensors") for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_missing_default_model_is_trained_on_first_use_and_then_reused(monkeypatch, tmp_path):
+    monkeypatch.setenv("LFPO_BENCH_CACHE", str(tmp_path))
+    small = pt.PretrainConfig(task="sudoku4", steps=2, batch_size=4, d_model=16, n_layers=1, n_heads=1)
+    monkeypatch.setitem(pt.DEFAULTS, "sudoku4", small)
+    calls = []
+    real = pt.pretrain
+    monkeypatch.setattr(pt, "pretrain", lambda *a, **k: calls.append(1) or real(*a, **k))
+    p1 = pt.ensure_tiny("sudoku4", quiet=True)
+    p2 = pt.ensure_tiny("sudoku4", quiet=True)
+    assert p1 == p2 and (p1 / "config.json").exists() and str(p1).startswith(str(tmp_path))
+    assert calls == [1]
+
+
+def test_pretrain_config_key_changes_with_any_field():
+    a = pt.PretrainConfig()
+    assert a.key() == pt.PretrainConfig().key()
+    assert a.key() != pt.PretrainConfig(steps=a.steps + 1).key()

@@ -1,0 +1,139 @@
+"""Sampler invariants: schedule arithmetic, no remasking, block order, batch/padding invariance,
+seed reproducibility, trajectory record, threshold NFE, CFG accounting."""
+
+import pytest
+import torch
+from conftest import FakeLM
+
+from lfpo_bench.sampler import check_schedule, generate, num_transfer_tokens, sample_tokens, state_at
+
+
+def test_num_transfer_tokens_even_split_with_remainder_first():
+    out = num_transfer_tokens(torch.tensor([10, 8, 3]), 4)
+    assert out.tolist() == [[3, 3, 2, 2], [2, 2, 2, 2], [1, 1, 1, 0]]
+    assert out.sum(1).tolist() == [10, 8, 3]
+
+
+@pytest.mark.parametrize(
+    "L,block,steps,msg",
+    [(10, 4, 4, "not divisible by block_length"), (16, 4, 6, "not divisible by the number of blocks"), (8, 8, 16, "at most 8 steps")],
+)
+def test_bad_schedule_is_a_clear_value_error(L, block, steps, msg):
+    with pytest.raises(ValueError, match=msg):
+        check_schedule(L, block, steps, None)
+
+
+def test_bad_schedule_raised_by_generate(fake_lm):
+    with pytest.raises(ValueError, match="not divisible"):
+        generate(fake_lm, torch.tensor([[5, 6]]), gen_length=10, steps=5, block_length=4)
+
+
+def test_commit_counts_follow_the_schedule_and_nothing_is_remasked(fake_lm):
+    P, L = 3, 12
+    g = generate(fake_lm, torch.tensor([[5, 6, 7]] * 2), gen_length=L, steps=6, block_length=4, record_trajectory=True)
+    assert g.nfe == 6 and len(fake_lm.calls) == 6
+    prev = None
+    for s, x in enumerate(fake_lm.calls):
+        comp = x[:, P:]
+        if prev is not None:
+            was_clean = prev != fake_lm.mask_id
+            assert torch.equal(comp[was_clean], prev[was_clean]), "a committed token changed"
+            # 3 blocks x 2 steps, 4 masks per block: 2 commits per step
+            assert int(((prev == fake_lm.mask_id) & (comp != fake_lm.mask_id)).sum(1).max()) == 2
+        prev = comp
+    assert not (g.completion == fake_lm.mask_id).any()
+    assert torch.equal(g.completion[:, :], g.sequences[:, P:])
+
+
+def test_blocks_finish_in_order(fake_lm):
+    g = generate(fake_lm, torch.tensor([[5, 6, 7]]), gen_length=12, steps=12, block_length=4, record_trajectory=True)
+    cs = g.commit_step[0].view(3, 4)
+    assert int(cs[0].max()) < int(cs[1].min()) and int(cs[1].max()) < int(cs[2].min())
+
+
+def test_commit_record_rebuilds_every_intermediate_state(fake_lm):
+    P = 2
+    g = generate(fake_lm, torch.tensor([[5, 6], [7, 8]]), gen_length=8, steps=8, block_length=4, temperature=1.0,
+                 remasking="random", generator=torch.Generator().manual_seed(1), record_trajectory=True)
+    for s, x in enumerate(fake_lm.calls):
+        assert torch.equal(state_at(g.completion, g.commit_step, s, fake_lm.mask_id), x[:, P:])
+
+
+def test_greedy_output_is_identical_alone_and_in_a_left_padded_batch(tiny_random):
+    lm = tiny_random
+    lm.module.double()
+    prompts = ["12345", "9", "hello world"]
+    ids, am = lm.encode_prompts(prompts)
+    assert (am[1] == 0).sum() == 10  # left padding
+    batch = generate(lm, ids, am, gen_length=8, steps=8, block_length=4).completion
+    for i, p in enumerate(prompts):
+        one_ids, one_am = lm.encode_prompts([p])
+        alone = generate(lm, one_ids, one_am, gen_length=8, steps=8, block_length=4).completion
+        assert torch.equal(alone[0], batch[i]), f"prompt {i} differs alone vs batched"
+
+
+def test_a_seed_reproduces_sampled_output(tiny_random):
+    ids, am = tiny_random.encode_prompts(["abc", "de"])
+    kw = dict(gen_length=8, steps=4, block_length=8, temperature=1.0, remasking="random")
+    a = generate(tiny_random, ids, am, generator=torch.Generator().manual_seed(3), **kw).completion
+    b = generate(tiny_random, ids, am, generator=torch.Generator().manual_seed(3), **kw).completion
+    c = generate(tiny_random, ids, am, generator=torch.Generator().manual_seed(4), **kw).completion
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_threshold_decoding_needs_fewer_passes_on_a_confident_model():
+    confident = FakeLM(peak=30.0)
+    fixed = generate(confident, torch.tensor([[5, 6]]), gen_length=16, steps=16, block_length=8)
+    confident2 = FakeLM(peak=30.0)
+    fast = generate(confident2, torch.tensor([[5, 6]]), gen_length=16, steps=16, block_length=8, threshold=0.9)
+    assert fixed.nfe == 16
+    assert fast.nfe == 2  # one pass per block
+    assert torch.equal(fast.completion, fixed.completion)
+
+
+def test_threshold_commits_at_least_one_token_per_step_on_an_unsure_model():
+    unsure = FakeLM(peak=0.0)
+    g = generate(unsure, torch.tensor([[5, 6]]), gen_length=8, steps=8, block_length=4, threshold=0.99,
+                 record_trajectory=True)
+    assert g.nfe == 8  # nothing reaches 0.99, so exactly one token per pass
+    assert sorted(g.commit_step[0].tolist()) == list(range(8))
+
+
+def test_cfg_counts_two_evaluations_per_step_and_masks_the_prompt():
+    lm = FakeLM()
+    g = generate(lm, torch.tensor([[5, 6, 7]]), gen_length=4, steps=2, block_length=4, cfg_scale=1.0)
+    assert g.nfe == 4 and g.steps == 2
+    both = lm.calls[0]
+    assert both.shape[0] == 2
+    assert (both[1, :3] == lm.mask_id).all() and (both[0, :3] != lm.mask_id).all()
+
+
+def test_stop_at_eos_fills_the_rest_without_passes():
+    class EosLM(FakeLM):
+        def __call__(self, ids, am=None):
+            lg = super().__call__(ids, am)
+            lg[:, :, 2] = 100.0  # always predicts EOS
+            return lg
+
+    lm = EosLM()
+    g = generate(lm, torch.tensor([[5]]), gen_length=8, steps=8, block_length=2, stop_at_eos=True, record_trajectory=True)
+    assert g.nfe == 2  # first block only
+    assert (g.completion == 2).all()
+    assert (g.commit_step[0, 2:] == g.steps).all()  # filled after the last pass: masked in every state
+
+
+def test_gumbel_max_samples_the_softmax_distribution():
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0]]).expand(40000, 4)
+    draws = sample_tokens(logits, 1.0, torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=4).double() / draws.numel()
+    assert torch.allclose(freq, torch.softmax(logits[0].double(), -1), atol=0.01)
+    # temperature 0.5 sharpens: softmax(logits / 0.5)
+    draws = sample_tokens(logits, 0.5, torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=4).double() / draws.numel()
+    assert torch.allclose(freq, torch.softmax(logits[0].double() / 0.5, -1), atol=0.01)
+
+
+def test_greedy_ignores_the_generator():
+    logits = torch.randn(3, 5, 9)
+    assert torch.equal(sample_tokens(logits, 0.0, None), logits.argmax(-1))
