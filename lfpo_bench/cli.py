@@ -127,6 +127,51 @@ def eval_cmd(
     console.print(f"rows written to {path}")
 
 
+@app.command()
+def run(
+    method: str = typer.Option(..., help="method name, or path/to/file.py:Class / package.module:Class"),
+    task: str = typer.Option(..., help="task name (see `lfpo-bench list`)"),
+    model: Optional[str] = typer.Option(None, help="tiny | checkpoint folder | hub id (default: the task's)"),
+    updates: Optional[int] = typer.Option(None, help="rollout batches to train on (default: the task's preset)"),
+    config: Optional[str] = typer.Option(None, help="YAML file with method:, train: and model: sections"),
+    set_: list[str] = typer.Option([], "--set", help="override a config field, e.g. --set beta=0.5 --set train.lr=1e-4"),
+    seed: int = typer.Option(0, help="seed of training and evaluation"),
+    steps: Optional[str] = typer.Option(None, help="evaluation step counts, e.g. 1,2,4,8,16 (default: the task's sweep)"),
+    threshold: Optional[str] = typer.Option(None, help="also evaluate threshold decoding at these confidences"),
+    limit: Optional[int] = typer.Option(None, help="evaluate only the first N test problems"),
+    batch_size: int = typer.Option(128, help="evaluation batch size"),
+    out_dir: str = typer.Option("results/runs", help="where runs are written"),
+    run_id: Optional[str] = typer.Option(None, help="run folder name (default: method-task-seed-confighash)"),
+    resume: bool = typer.Option(False, help="continue a run from its last checkpoint"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    data: Optional[str] = typer.Option(None, help="local data file or folder for the evaluation split"),
+) -> None:
+    """Evaluate the starting policy, train one method, evaluate the selected checkpoint, print before/after."""
+    from .run import RunArgs, run as work
+
+    res = work(RunArgs(method=method, task=task, model=model, updates=updates, config=config, sets=set_, seed=seed,
+                       eval_steps=_ints(steps, "--steps"), thresholds=_floats(threshold, "--threshold"), eval_limit=limit,
+                       batch_size=batch_size, out_dir=out_dir, run_id=run_id, resume=resume, device=device, data=data))
+    print_before_after(res.before, res.after, f"{method} on {task}: before -> after (checkpoint from update {res.best_update})")
+    console.print(f"train time {res.seconds:.0f} s; rows, log and checkpoint in {res.run_dir}")
+
+
+def print_before_after(before, after, title: str) -> None:
+    t = Table(title=title)
+    for col in ("decoding", "steps", "metric", "before", "after", "delta", "mean NFE after"):
+        t.add_column(col, justify="right")
+    key = lambda r: (r.decoding, r.steps)  # noqa: E731
+    b = {key(r): r for r in before}
+    for r in after:
+        r0 = b.get(key(r))
+        for name in ["accuracy", *sorted(k for k in r.metrics if k != "selected_update")]:
+            va = r.accuracy if name == "accuracy" else r.metrics[name]
+            vb = (r0.accuracy if name == "accuracy" else r0.metrics.get(name, float("nan"))) if r0 else float("nan")
+            t.add_row(r.decoding, str(r.steps) if r.decoding == "fixed" else "adaptive", name, f"{100 * vb:.1f}",
+                      f"{100 * va:.1f}", f"{100 * (va - vb):+.1f}", f"{r.nfe_mean:.2f}")
+    console.print(t)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

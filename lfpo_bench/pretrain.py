@@ -115,8 +115,8 @@ def masked_diffusion_loss(logits: torch.Tensor, targets: torch.Tensor, masked: t
 def sft_loss(lm, pid, pmask, ans, gen: torch.Generator, t_min: float) -> torch.Tensor:
     """LLaDA SFT loss with t ~ U(t_min, 1) per row; the prompt is never masked."""
     B, L = ans.shape
-    t = t_min + (1 - t_min) * torch.rand(B, 1, generator=gen)
-    masked = torch.rand(B, L, generator=gen) < t
+    t = (t_min + (1 - t_min) * torch.rand(B, 1, generator=gen)).to(ans.device)
+    masked = torch.rand(B, L, generator=gen).to(ans.device) < t
     x = torch.cat([pid, torch.where(masked, torch.full_like(ans, lm.mask_id), ans)], 1)
     am = torch.cat([pmask, torch.ones_like(ans)], 1)
     return masked_diffusion_loss(lm(x, am)[:, pid.shape[1] :], ans, masked, t)

@@ -76,13 +76,26 @@ def check_schedule(gen_length: int, block_length: int, steps: int, threshold: fl
     return steps // n_blocks
 
 
-def sample_tokens(
-    logits: torch.Tensor, temperature: float, generator: torch.Generator | None
-) -> torch.Tensor:
+Generators = "torch.Generator | list[torch.Generator] | None"
+
+
+def uniform(shape, generator, device, dtype=torch.float32) -> torch.Tensor:
+    """U(0,1) noise. ``generator`` may be a list: generator i draws the i-th equal slice of rows, so a
+    row's noise does not depend on which other rows share its batch (rollouts shard across ranks)."""
+    if isinstance(generator, (list, tuple)):
+        n = len(generator)
+        if shape[0] % n:
+            raise ValueError(f"{shape[0]} rows do not split evenly over {n} generators")
+        rows = (shape[0] // n, *shape[1:])
+        return torch.cat([torch.rand(rows, dtype=dtype, device=device, generator=g) for g in generator])
+    return torch.rand(shape, dtype=dtype, device=device, generator=generator)
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float, generator: Generators) -> torch.Tensor:
     """x0 = argmax at temperature 0, else Gumbel-max in float64. ``logits``: [..., V] -> [...] int64."""
     if temperature <= 0:
         return logits.argmax(-1)
-    u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    u = uniform(logits.shape, generator, logits.device, torch.float64)
     # argmax(exp(l) / (-log u)^tau) == argmax(l - tau * log(-log u)); the log form cannot overflow
     g = logits.double() - temperature * torch.log(-torch.log(u.clamp_min(1e-300)))
     return g.argmax(-1)
@@ -102,13 +115,14 @@ def generate(
     threshold: float | None = None,
     cfg_scale: float = 0.0,
     stop_at_eos: bool = False,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     record_trajectory: bool = False,
     use_cache: bool = False,
 ) -> Generation:
     """Generate ``gen_length`` tokens after each (left-padded) prompt. See the module docstring.
 
-    ``model`` is a ``DiffusionLM`` (or any callable ``(ids, attention_mask) -> logits`` with ``mask_id``
+    ``record_trajectory`` also returns ``commit_logp``: log softmax(logits)[token] at the pass that
+    committed it (with CFG, of the guided logits). ``model`` is a ``DiffusionLM`` (or any callable ``(ids, attention_mask) -> logits`` with ``mask_id``
     and ``profile.eos_ids``). ``stop_at_eos``: once every row holds an EOS in its finished blocks, the
     remaining blocks are filled with EOS without further forward passes (saves NFE; the reference
     sampler would keep denoising). Returns a ``Generation`` with per-sample NFE in
@@ -127,6 +141,7 @@ def generate(
     am = torch.cat([attention_mask, torch.ones(B, gen_length, dtype=attention_mask.dtype, device=device)], 1)
     x = torch.cat([prompt_ids, torch.full((B, gen_length), mask_id, dtype=prompt_ids.dtype, device=device)], 1)
     commit = torch.full((B, gen_length), -1, dtype=torch.long, device=device)
+    commit_logp = torch.zeros((B, gen_length), dtype=torch.float32, device=device) if record_trajectory else None
     nfe_row = torch.zeros(B, dtype=torch.long, device=device)
     prompt_pos = attention_mask.bool()  # real prompt tokens (masked in the CFG unconditional pass)
     if use_cache and not getattr(model, "supports_cache", False):
@@ -173,7 +188,7 @@ def generate(
                 p = torch.softmax(logits.float(), dim=-1)
                 conf = torch.gather(p, -1, x0[..., None]).squeeze(-1)
             else:
-                conf = torch.rand(x0.shape, device=device, generator=generator)
+                conf = uniform(x0.shape, generator, device)
             conf = torch.where(blk_mask, conf, torch.full_like(conf, -math.inf))
             if threshold is None:
                 k = schedule[:, i]  # [B]
@@ -192,6 +207,10 @@ def generate(
             x[:, s:e] = torch.where(transfer, x0, blk)
             cs = commit[:, s - P : e - P]
             commit[:, s - P : e - P] = torch.where(transfer, torch.full_like(cs, passes - 1), cs)
+            if commit_logp is not None:
+                lp = torch.gather(torch.log_softmax(logits.float(), -1), -1, x0[..., None]).squeeze(-1)
+                cl = commit_logp[:, s - P : e - P]
+                commit_logp[:, s - P : e - P] = torch.where(transfer, lp, cl)
             i += 1
         if stop_at_eos and eos_ids and b < n_blocks - 1:
             done = x[:, P:e]
@@ -214,6 +233,7 @@ def generate(
         steps=passes,
         nfe_per_sample=nfe_row * nfe_mult,
         commit_step=commit if record_trajectory else None,
+        commit_logp=commit_logp,
     )
 
 

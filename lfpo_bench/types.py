@@ -48,6 +48,7 @@ class Generation:
     steps: int  # denoising iterations actually run (== nfe without CFG)
     nfe_per_sample: torch.Tensor | None = None  # [B] passes during which the row still had masks in its block
     commit_step: torch.Tensor | None = None  # [B, L] int64, when record_trajectory=True
+    commit_logp: torch.Tensor | None = None  # [B, L] log p(token | state) at its commit pass, when recorded
 
 
 @dataclass
@@ -92,6 +93,11 @@ class RolloutBatch:
             mask_id=self.mask_id,
             extras=sel,
         )
+
+
+def float_(x) -> float:
+    """A metric value as a float, detached (no autograd warning)."""
+    return float(x.detach()) if hasattr(x, "detach") else float(x)
 
 
 @dataclass

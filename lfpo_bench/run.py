@@ -1,0 +1,135 @@
+"""``lfpo-bench run``: evaluate the starting policy, train one method, evaluate the selected checkpoint over
+the decoding sweep, and write rows, logs and the checkpoint under ``results/runs/<id>/``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .config import build, load_file, parse_sets, split_overrides
+from .evaluate import decoding_grid, evaluate
+from .provenance import config_hash, git_sha
+from .registry import METHODS
+from .results import append_rows, read_rows
+from .runner import make_task, resolve_device
+from .trainer import TrainConfig, Trainer, load_trainable
+from .types import ResultRow, UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunArgs:
+    method: str
+    task: str
+    model: str | None = None
+    updates: int | None = None
+    config: str | None = None  # YAML with optional sections method:, train:, eval:
+    sets: list[str] = field(default_factory=list)
+    seed: int = 0
+    out_dir: str = "results/runs"
+    run_id: str | None = None
+    device: str = "auto"
+    data: str | None = None
+    eval_steps: list[int] = field(default_factory=list)
+    thresholds: list[float] = field(default_factory=list)
+    eval_limit: int | None = None
+    batch_size: int = 128
+    resume: bool = False
+    show_progress: bool = True
+
+
+@dataclass
+class ResolvedRun:
+    task: Any
+    method: Any
+    train: TrainConfig
+    model: str
+    run_id: str
+    config: dict
+
+
+def resolve(a: RunArgs, extra_overrides: dict | None = None) -> ResolvedRun:
+    """Task, method (with its config) and train config from defaults, the config file and ``--set``."""
+    task = make_task(a.task, a.data)
+    method_cls = METHODS.get(a.method)
+    file_cfg = load_file(a.config) if a.config else {}
+    unknown = set(file_cfg) - {"method", "train", "model"}
+    if unknown:
+        raise UserError(f"{a.config}: unknown top-level key(s) {sorted(unknown)}; use method:, train: and model:")
+    sets = split_overrides({**parse_sets(a.sets), **(extra_overrides or {})}, {"method": method_cls.Config, "train": TrainConfig})
+    task_defaults = method_cls.task_defaults(task.name) if hasattr(method_cls, "task_defaults") else {}
+    mvals = {**task_defaults, **(file_cfg.get("method") or {}), **sets["method"]}
+    method = method_cls(build(method_cls.Config, mvals, "method."))
+    tvals = {**getattr(task, "train_defaults", {}), **(file_cfg.get("train") or {}), **sets["train"], "seed": a.seed}
+    if a.updates is not None:
+        tvals["updates"] = a.updates
+    if not getattr(method, "trains", True):
+        tvals["updates"] = 0
+    train = build(TrainConfig, tvals, "train.")
+    model = a.model or file_cfg.get("model") or task.default_model
+    cfg = {"method": method.name, "method_config": asdict(method.cfg), "task": task.name, "model": model,
+           "train": asdict(train), "data": a.data}
+    run_id = a.run_id or f"{method.name}-{task.name}-s{a.seed}-{config_hash(cfg)[:8]}"
+    return ResolvedRun(task, method, train, model, run_id, cfg)
+
+
+@dataclass
+class RunResult:
+    before: list[ResultRow]
+    after: list[ResultRow]
+    run_dir: Path
+    history: list[dict]
+    best_update: int
+    seconds: float
+
+
+def run(a: RunArgs) -> RunResult:
+    from .models.loader import load_model, save_model
+
+    r = resolve(a)
+    task, method = r.task, r.method
+    device = resolve_device(a.device)
+    run_dir = Path(a.out_dir) / r.run_id
+    rows_path = run_dir / "rows.jsonl"
+    if rows_path.exists() and not a.resume:
+        raise UserError(f"{run_dir} already holds a finished or partial run; pass --resume to continue it or --run-id NAME")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps({**r.config, "git_sha": git_sha(), "seed": a.seed,
+                                                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2))
+    lm = load_model(r.model, task=task, device=device, quiet=not a.show_progress)
+    model_name = lm.name if r.model == "tiny" else r.model
+    decodings = decoding_grid(task, steps=a.eval_steps or None, thresholds=a.thresholds)
+    extra = {"run": r.config}
+
+    def rows_for(stage: str, ckpt: str) -> list[ResultRow]:
+        rows = evaluate(lm, task, decodings, seed=a.seed, batch_size=a.batch_size, limit=a.eval_limit, method=method.name,
+                        model_name=model_name, extra=extra, show_progress=a.show_progress)
+        for row in rows:
+            row.stage, row.run_id, row.checkpoint = stage, r.run_id, ckpt
+            row.config = {**row.config, "stage": stage}
+            row.config_hash = config_hash(row.config)
+        return rows
+
+    done = {row["stage"] for row in read_rows(rows_path)}
+    before = rows_for("before", "start") if "before" not in done else []
+    append_rows(rows_path, [x.to_dict() for x in before])
+
+    trainer = Trainer(lm, task, method, r.train, run_dir, show_progress=a.show_progress)
+    result = trainer.fit(resume=a.resume)
+    if result.selected is not None:
+        load_trainable(lm.module, result.selected)
+    ckpt = run_dir / "checkpoint"
+    save_model(lm, ckpt)
+    (ckpt / "selection.json").write_text(json.dumps({"selected_update": result.best_update, "val_acc": result.best_val,
+                                                      "rule": r.train.select}))
+    after = rows_for("after", str(ckpt)) if "after" not in done else []
+    for row in after:
+        row.metrics["selected_update"] = float(result.best_update)
+    append_rows(rows_path, [x.to_dict() for x in after])
+    return RunResult(before, after, run_dir, result.history, result.best_update, result.seconds)
+

@@ -1,0 +1,397 @@
+"""The one RL loop, shared by every method, so comparisons are fair.
+
+Per update u:
+
+1. sample ``prompts_per_update`` training prompts (generator seeded by (seed, u));
+2. generate G completions each with the method's rollout policy ("current" or the EMA "old"),
+   temperature and remasking, recording commit steps; each prompt's noise comes from its own generator
+   seeded by (seed, u, prompt), so a rollout does not depend on batch composition or sharding;
+3. score with ``task.score_batch`` (the same function evaluation reports); drop the groups the method
+   does not train on (``keep_groups``) and log the share of groups that carry no signal;
+4. advantages, ``on_batch``, then per micro-batch ``prepare`` (no grad);
+5. mu inner iterations: for each micro-batch and chunk, ``loss`` then backward weighted by the
+   micro-batch's share of rows; grad-norm clip, AdamW step, LR schedule, ``after_step``;
+6. every ``val_every`` updates, greedy validation on the task's validation split (never the test split);
+   the best validation score selects the checkpoint (ties keep the earlier one);
+7. every ``checkpoint_every`` updates, an atomic checkpoint from which ``resume`` continues
+   bit-identically on CPU (all randomness derives from (seed, update, ...)).
+
+Mask seeds are a function of (seed, update, iteration, global micro-batch index), so the current, old
+and reference passes of a method see the same masks, and data-parallel ranks reproduce single-process
+training when the micro-batch size equals the per-rank batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .evaluate import Decoding, evaluate
+from .policies import PolicyBank
+from .progress import progress_bar
+from .sampler import generate
+from .types import RolloutBatch, UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    updates: int = 60  # rollout batches
+    prompts_per_update: int = 16  # prompts per rollout batch (per rank under data parallelism)
+    group_size: int = 8  # G completions per prompt
+    lr: float = 1e-4  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay (reference LLaDA runs: 0.1)
+    adam_beta2: float = 0.99  # AdamW beta2 (beta1 = 0.9)
+    grad_clip: float = 1.0  # max grad norm (reference LLaDA runs: 0.2)
+    lr_schedule: str = "constant"  # "constant" | "cosine"
+    warmup: int = 0  # linear warmup in optimiser steps
+    micro_batch: int = 64  # rows per forward/backward pass
+    rollout_steps: int | None = None  # denoising steps of rollouts (None: task default)
+    rollout_gen_length: int | None = None  # generated length of rollouts (None: task default)
+    rollout_block_length: int | None = None  # block length of rollouts (None: task default)
+    rollout_batch: int = 256  # rows per generate call
+    val_every: int = 20  # validate every N updates (0: only at start and end)
+    val_limit: int | None = 200  # validation problems (None: all)
+    val_steps: int | None = None  # greedy validation steps (None: rollout steps)
+    select: str = "best_val"  # "best_val" | "last": which checkpoint `run` evaluates
+    checkpoint_every: int = 20  # checkpoint every N updates (0: only at the end)
+    seed: int = 0  # all training randomness derives from it
+
+    def __post_init__(self):
+        if self.select not in ("best_val", "last"):
+            raise ValueError(f"train.select must be 'best_val' or 'last', got {self.select!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"train.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.group_size < 2:
+            raise ValueError("train.group_size must be >= 2: advantages are relative to the group")
+
+
+def _seed(*parts: int) -> int:
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (int(p) & 0xFFFFFFFFFFFF)) * 1099511628211) % (2**63)
+    return h
+
+
+class Counter:
+    """Counts rows through the policy's forward, with and without grad (for update-cost accounting)."""
+
+    def __init__(self):
+        self.grad_rows = 0
+        self.nograd_rows = 0
+
+    def hook(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None:
+            if torch.is_grad_enabled():
+                self.grad_rows += ids.shape[0]
+            else:
+                self.nograd_rows += ids.shape[0]
+
+
+@dataclass
+class Context:
+    """What a method's hooks see (``lfpo_bench.method.TrainContext``)."""
+
+    policy: Any
+    bank: PolicyBank
+    seed: int
+    device: torch.device
+    update: int = 0
+    mb_offset: int = 0  # global index of this rank's first micro-batch
+
+    def use(self, which: str):
+        return self.bank.use(which)
+
+    def mask_seed(self, it: int, m: int) -> int:
+        return _seed(self.seed, self.update, 7919, it, self.mb_offset + m)
+
+    def ema_update(self, rate: float) -> None:
+        self.bank.ema_update(rate)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    best_update: int = 0
+    best_val: float = float("nan")
+    selected: dict[str, torch.Tensor] | None = None  # trainable state of the selected checkpoint
+    seconds: float = 0.0
+
+
+class Dist:
+    """Single-process stand-in for data parallelism; ``lfpo_bench.distributed`` provides the real one."""
+
+    rank = 0
+    world_size = 1
+    is_main = True
+
+    def all_reduce_grads(self, params) -> None:
+        return None
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    def barrier(self) -> None:
+        return None
+
+
+def trainable_state(module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+
+
+def load_trainable(module, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for n, p in module.named_parameters():
+            if n in state:
+                p.copy_(state[n])
+
+
+def rollout(lm, task, examples, method, cfg: TrainConfig, bank: PolicyBank, update: int, prompt_ids_global: list[int]):
+    """G completions per example, scored. Returns (RolloutBatch without advantages, texts, seconds)."""
+    G = cfg.group_size
+    L = cfg.rollout_gen_length or task.gen_length
+    blk = cfg.rollout_block_length or min(task.block_length, L)
+    steps = cfg.rollout_steps or task.steps
+    style = lm.profile.prompt_style
+    ids, am = lm.encode_prompts([task.prompt(e, style) for e in examples], L)
+    ids, am = ids.repeat_interleave(G, 0).to(lm.device), am.repeat_interleave(G, 0).to(lm.device)
+    per_call = max(G, cfg.rollout_batch // G * G)
+    outs = []
+    t0 = time.perf_counter()
+    with torch.no_grad(), bank.use(method.rollout_policy):
+        for s in range(0, ids.shape[0], per_call):
+            gens = [torch.Generator(device=lm.device).manual_seed(_seed(cfg.seed, update, 104729, p))
+                    for p in prompt_ids_global[s // G : (s + per_call) // G]]
+            outs.append(generate(lm, ids[s : s + per_call], am[s : s + per_call], gen_length=L, steps=steps, block_length=blk,
+                                 temperature=method.temperature, remasking=method.remasking, generator=gens,
+                                 record_trajectory=True))
+    completion = torch.cat([o.completion for o in outs])
+    commit = torch.cat([o.commit_step for o in outs])
+    texts = lm.decode(completion.cpu())
+    t_gen = time.perf_counter() - t0
+    scored = task.score_batch([e for e in examples for _ in range(G)], texts)
+    rewards = torch.tensor([s.score for s in scored], dtype=torch.float32)
+    batch = RolloutBatch(
+        prompt_ids=ids, prompt_mask=am, completion_ids=completion, completion_mask=lm.completion_mask(completion),
+        commit_step=commit, rewards=rewards, advantages=torch.zeros_like(rewards), group_size=G,
+        steps=max(o.steps for o in outs), mask_id=lm.mask_id,
+    )
+    return batch, texts, t_gen, time.perf_counter() - t0 - t_gen
+
+
+def reference_batch(lm, task, examples, cfg: TrainConfig) -> RolloutBatch:
+    """Prompts with the task's reference completions (for methods that train without rollouts)."""
+    from .pretrain import sft_batch
+
+    L = cfg.rollout_gen_length or task.gen_length
+    pid, pmask, ans = sft_batch(lm, task, examples, L)
+    n = len(examples)
+    return RolloutBatch(
+        prompt_ids=pid.to(lm.device), prompt_mask=pmask.to(lm.device), completion_ids=ans.to(lm.device),
+        completion_mask=lm.completion_mask(ans).to(lm.device), commit_step=torch.zeros_like(ans),
+        rewards=torch.ones(n), advantages=torch.zeros(n), group_size=1, steps=0, mask_id=lm.mask_id,
+    )
+
+
+class Trainer:
+    def __init__(self, lm, task, method, cfg: TrainConfig, run_dir: str | Path, dist: Dist | None = None,
+                 show_progress: bool = True, trackers=None):
+        self.lm, self.task, self.method, self.cfg = lm, task, method, cfg
+        self.run_dir = Path(run_dir)
+        self.dist = dist or Dist()
+        self.show_progress = show_progress and self.dist.is_main
+        self.trackers = trackers or []
+        self.module = lm.module
+        self.bank = PolicyBank(self.module, keep_old=method.uses_old, keep_ref=method.uses_ref)
+        params = [p for _, p in self.bank.params]
+        if not params:
+            raise UserError("the model has no trainable parameters")
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay)
+        total_steps = max(1, cfg.updates * method.mu)
+
+        def lr_lambda(step: int) -> float:
+            w = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+            if cfg.lr_schedule == "cosine":
+                return w * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+            return w
+
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda)
+        self.ctx = Context(policy=lm, bank=self.bank, seed=cfg.seed, device=lm.device)
+        self.counter = Counter()
+        self.module.register_forward_pre_hook(self.counter.hook, with_kwargs=True)
+        self.train_examples = task.load(task.train_split)
+        if not self.train_examples:
+            raise UserError(f"task {task.name!r} has no training examples in split {task.train_split!r}")
+        self.result = TrainResult()
+        self.start_update = 0
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "trainer_state.pt"
+
+    def save(self, next_update: int) -> None:
+        if not self.dist.is_main:
+            return
+        state = {
+            "next_update": next_update, "model": trainable_state(self.module), "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(), "bank": self.bank.state_dict(), "history": self.result.history,
+            "best_update": self.result.best_update, "best_val": self.result.best_val, "selected": self.result.selected,
+            "config": asdict(self.cfg), "method": self.method.name, "method_config": asdict(self.method.cfg),
+        }
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.ckpt_path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, self.ckpt_path)
+
+    def load(self) -> bool:
+        if not self.ckpt_path.exists():
+            return False
+        state = torch.load(self.ckpt_path, map_location=self.lm.device, weights_only=False)
+        if state["config"] != asdict(self.cfg) or state["method_config"] != asdict(self.method.cfg):
+            raise UserError(f"{self.ckpt_path} was written with a different config; resume with the same config or pick a new run dir")
+        load_trainable(self.module, state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.bank.load_state_dict(state["bank"])
+        self.result.history = state["history"]
+        self.result.best_update, self.result.best_val = state["best_update"], state["best_val"]
+        self.result.selected = state["selected"]
+        self.start_update = state["next_update"]
+        return True
+
+    # ---- pieces --------------------------------------------------------------------------------------
+    def validate(self) -> float:
+        cfg, task = self.cfg, self.task
+        L = cfg.rollout_gen_length or task.gen_length
+        dec = Decoding(L, cfg.val_steps or cfg.rollout_steps or task.steps, cfg.rollout_block_length or min(task.block_length, L))
+        rows = evaluate(self.lm, task, [dec], split=task.val_split, seed=cfg.seed, limit=cfg.val_limit,
+                        show_progress=False, batch_size=max(64, cfg.rollout_batch))
+        self.lm.train()
+        return rows[0].accuracy
+
+    def _record_val(self, update: int, acc: float, entry: dict) -> None:
+        entry["val_acc"] = acc
+        best = self.result.best_val if self.result.best_val == self.result.best_val else -math.inf  # nan -> -inf
+        if self.result.selected is None or acc > best or self.cfg.select == "last":
+            self.result.best_val, self.result.best_update = acc, update
+            self.result.selected = trainable_state(self.module)
+
+    def step(self, u: int) -> dict:
+        cfg, method, lm = self.cfg, self.method, self.lm
+        self.ctx.update = u
+        P, G = cfg.prompts_per_update, cfg.group_size
+        g = torch.Generator().manual_seed(_seed(cfg.seed, u, 31))
+        global_ids = torch.randint(len(self.train_examples), (P * self.dist.world_size,), generator=g).tolist()
+        mine = global_ids[self.dist.rank * P : (self.dist.rank + 1) * P]
+        examples = [self.train_examples[i] for i in mine]
+        prompt_keys = list(range(self.dist.rank * P, (self.dist.rank + 1) * P))
+        entry: dict[str, Any] = {"update": u}
+        self.counter.grad_rows = self.counter.nograd_rows = 0
+        t0 = time.perf_counter()
+        if method.needs_rollouts:
+            batch, texts, t_gen, t_score = rollout(lm, self.task, examples, method, cfg, self.bank, u, prompt_keys)
+            all_rewards = self.dist.gather(batch.rewards)
+            from .method import zero_signal_groups
+
+            entry.update(reward_mean=float(all_rewards.mean()), reward_std=float(all_rewards.std()),
+                         zero_signal=float(zero_signal_groups(all_rewards, G).float().mean()),
+                         gen_s=round(t_gen, 3), score_s=round(t_score, 3), sample=texts[0][:80])
+            keep = method.keep_groups(batch.rewards, G)
+            rows = keep.repeat_interleave(G).nonzero().squeeze(1)
+            entry["groups_used"] = int(keep.sum())
+            if rows.numel() < batch.n:
+                batch = batch.select(rows) if rows.numel() else None
+            if batch is not None:
+                batch.advantages = method.advantages(batch.rewards, G)
+        else:
+            batch = reference_batch(lm, self.task, examples, cfg)
+            entry["groups_used"] = len(examples)
+        t_upd = time.perf_counter()
+        metrics: dict[str, float] = {}
+        losses = []
+        if batch is not None and getattr(method, "trains", True):
+            method.on_batch(batch)
+            n = batch.n
+            mbs = [batch.select(slice(s, s + cfg.micro_batch)) for s in range(0, n, cfg.micro_batch)]
+            self.ctx.mb_offset = self.dist.rank * len(mbs)
+            lm.train()
+            states = [method.prepare(self.ctx, mb, m) for m, mb in enumerate(mbs)]
+            for it in range(method.mu):
+                self.opt.zero_grad(set_to_none=True)
+                tot = 0.0
+                for m, mb in enumerate(mbs):
+                    for c in range(method.chunks(mb)):
+                        out = method.loss(self.ctx, mb, states[m], it, m, c)
+                        if not torch.isfinite(out.loss):
+                            raise FloatingPointError(f"{method.name} loss is {out.loss.item()} at update {u}, iteration {it}")
+                        (out.loss * (mb.n / n)).backward()
+                        tot += out.loss.item() * mb.n / n
+                        for k, v in out.metrics.items():
+                            metrics[k] = metrics.get(k, 0.0) + v * mb.n / n / (method.mu * method.chunks(mb))
+                self.dist.all_reduce_grads([p for _, p in self.bank.params])
+                gn = torch.nn.utils.clip_grad_norm_([p for _, p in self.bank.params], cfg.grad_clip)
+                self.opt.step()
+                self.sched.step()
+                method.after_step(self.ctx)
+                losses.append(tot)
+                metrics["grad_norm"] = metrics.get("grad_norm", 0.0) + float(gn) / method.mu
+        dt = time.perf_counter() - t0
+        n_samples = P * G if method.needs_rollouts else P
+        entry.update(loss=float(sum(losses) / len(losses)) if losses else 0.0, update_s=round(time.perf_counter() - t_upd, 3),
+                     seconds=round(dt, 3), samples_per_s=round(n_samples / dt, 2), lr=self.sched.get_last_lr()[0],
+                     fwd_rows=self.counter.grad_rows + self.counter.nograd_rows, bwd_rows=self.counter.grad_rows,
+                     **{f"m/{k}": round(v, 6) for k, v in metrics.items()})
+        return entry
+
+    # ---- loop ----------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        if resume and self.load():
+            log.info("resumed %s at update %d", self.ckpt_path, self.start_update)
+        if self.start_update == 0 and not self.result.history:
+            entry = {"update": 0, "stage": "start"}
+            self._record_val(0, self.validate(), entry)
+            self._log(entry)
+        with progress_bar(f"train {self.method.name} on {self.task.name}", total=cfg.updates, enabled=self.show_progress) as bar:
+            bar.advance(self.start_update)
+            for u in range(self.start_update, cfg.updates):
+                entry = self.step(u)
+                done = u + 1
+                if (cfg.val_every and done % cfg.val_every == 0) or done == cfg.updates:
+                    self._record_val(done, self.validate(), entry)
+                self._log(entry)
+                if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.updates:
+                    self.save(done)
+                status = {"reward": f"{entry.get('reward_mean', float('nan')):.3f}", "loss": f"{entry['loss']:.4f}",
+                          "no-signal": f"{entry.get('zero_signal', 0):.2f}", "samples/s": entry["samples_per_s"]}
+                if "m/kl" in entry:
+                    status["kl"] = f"{entry['m/kl']:.4f}"
+                if "val_acc" in entry:
+                    status["val"] = f"{entry['val_acc']:.3f}"
+                bar.advance(1, **status)
+        if cfg.updates == 0 and self.result.selected is None:
+            self.result.selected = trainable_state(self.module)
+        self.result.seconds = time.perf_counter() - t_start
+        return self.result
+
+    def _log(self, entry: dict) -> None:
+        self.result.history.append(entry)
+        if not self.dist.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(entry, default=float) + "\n")
+        for t in self.trackers:
+            t.log({k: v for k, v in entry.items() if isinstance(v, (int, float))}, step=entry["update"])
