@@ -60,6 +60,6 @@ class SPG(Method):
                                 mask_id=mb.mask_id, gen=mask_generator(ctx.mask_seed(it, m)), block=c.block,
                                 n_masks=c.n_masks, p_other=c.p_other, beta=c.beta_eubo)
         adv = mb.advantages.to(elbo.device)
-        length = mb.completion_mask.sum(1).float_().to(elbo.device)
+        length = mb.completion_mask.sum(1).float().to(elbo.device)
         return LossOut(spg_objective(adv, elbo, eubo, length, c.mixture),
                        {"elbo": float_(elbo.mean()), "eubo": float_(eubo.mean())})

@@ -51,7 +51,7 @@ class TraceRL(Method):
         return zscore(rewards, G)
 
     def keep_groups(self, rewards, G):
-        acc = group_view(rewards.float_(), G).mean(1)
+        acc = group_view(rewards.float(), G).mean(1)
         return (acc >= self.cfg.acc_low) & (acc <= self.cfg.acc_high)
 
     def _logps(self, ctx, mb):

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from .types import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="RLVR benchmark harness for masked diffusion LMs.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="RLVR benchmark harness for masked diffusion LMs.")
 # piped output keeps full tables instead of rich's 80-column default
 console = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -175,19 +176,10 @@ def print_before_after(before, after, title: str) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
+        app()  # standalone: click reports usage errors itself and exits 2
     except UserError as e:
         err.print(f"[red]error:[/red] {e}")
         sys.exit(2)
-    except (typer.Exit, typer.Abort) as e:
-        sys.exit(getattr(e, "exit_code", 1))
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
 
 
 if __name__ == "__main__":

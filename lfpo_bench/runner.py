@@ -78,7 +78,7 @@ def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path]:
     if getattr(task, "uses_sandbox", False):
         from .codeexec import samples_writer
 
-        samples = samples_writer(out.with_suffix(".samples.jsonl"))
+        samples = samples_writer(out.with_suffix(".samples.jsonl"), task)
     rows = evaluate(
         lm, task, decodings, split=a.split, seed=a.seed, batch_size=a.batch_size, limit=a.limit,
         model_name=model_spec if model_spec != "tiny" else lm.name, show_progress=a.show_progress,

@@ -37,6 +37,8 @@ class Task:
     steps: ClassVar[int] = 128
     block_length: ClassVar[int] = 32
     eval_steps: ClassVar[tuple[int, ...]] = ()  # default decoding sweep of `eval`/`run` (empty: just `steps`)
+    train_task: ClassVar[str | None] = None  # RL trains (and validates) on this task instead, e.g. humaneval -> mbpp
+    train_defaults: ClassVar[dict] = {}  # TrainConfig overrides used by `run` for this task
     uses_sandbox: ClassVar[bool] = False
 
     def __init__(self, data_path: str | None = None):
@@ -92,7 +94,8 @@ class Task:
             "task": cls.name,
             "source": cls.source,
             "model": cls.default_model,
-            "splits": f"{cls.train_split}/{cls.val_split}/{cls.eval_split}",
+            "splits": (f"{cls.train_task}:{cls.train_split}/{cls.train_task}:{cls.val_split}/{cls.eval_split}" if cls.train_task
+                       else f"{cls.train_split}/{cls.val_split}/{cls.eval_split}"),
             "gen_length": cls.gen_length,
             "steps": cls.steps,
             "block": cls.block_length,

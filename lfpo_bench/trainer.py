@@ -203,6 +203,28 @@ def reference_batch(lm, task, examples, cfg: TrainConfig) -> RolloutBatch:
     )
 
 
+def make_batches(batch: RolloutBatch, micro_batch: int) -> list[RolloutBatch]:
+    return [batch.select(slice(s, s + micro_batch)) for s in range(0, batch.n, micro_batch)]
+
+
+def accumulate(method, ctx: Context, mbs: list[RolloutBatch], states: list[dict], it: int) -> tuple[float, dict[str, float]]:
+    """Loss and backward over all micro-batches and chunks of inner iteration ``it``; each micro-batch is
+    weighted by its share of rows. Returns the total loss and row-weighted mean metrics."""
+    n = sum(mb.n for mb in mbs)
+    tot, metrics = 0.0, {}
+    for m, mb in enumerate(mbs):
+        k = method.chunks(mb)
+        for c in range(k):
+            out = method.loss(ctx, mb, states[m], it, m, c)
+            if not torch.isfinite(out.loss):
+                raise FloatingPointError(f"{method.name} loss is {out.loss.item()} at update {ctx.update}, iteration {it}")
+            (out.loss * (mb.n / n)).backward()
+            tot += out.loss.item() * mb.n / n
+            for key, v in out.metrics.items():
+                metrics[key] = metrics.get(key, 0.0) + v * mb.n / n / k
+    return tot, metrics
+
+
 class Trainer:
     def __init__(self, lm, task, method, cfg: TrainConfig, run_dir: str | Path, dist: Dist | None = None,
                  show_progress: bool = True, trackers=None):
@@ -322,23 +344,15 @@ class Trainer:
         losses = []
         if batch is not None and getattr(method, "trains", True):
             method.on_batch(batch)
-            n = batch.n
-            mbs = [batch.select(slice(s, s + cfg.micro_batch)) for s in range(0, n, cfg.micro_batch)]
+            mbs = make_batches(batch, cfg.micro_batch)
             self.ctx.mb_offset = self.dist.rank * len(mbs)
             lm.train()
             states = [method.prepare(self.ctx, mb, m) for m, mb in enumerate(mbs)]
             for it in range(method.mu):
                 self.opt.zero_grad(set_to_none=True)
-                tot = 0.0
-                for m, mb in enumerate(mbs):
-                    for c in range(method.chunks(mb)):
-                        out = method.loss(self.ctx, mb, states[m], it, m, c)
-                        if not torch.isfinite(out.loss):
-                            raise FloatingPointError(f"{method.name} loss is {out.loss.item()} at update {u}, iteration {it}")
-                        (out.loss * (mb.n / n)).backward()
-                        tot += out.loss.item() * mb.n / n
-                        for k, v in out.metrics.items():
-                            metrics[k] = metrics.get(k, 0.0) + v * mb.n / n / (method.mu * method.chunks(mb))
+                tot, it_metrics = accumulate(method, self.ctx, mbs, states, it)
+                for k, v in it_metrics.items():
+                    metrics[k] = metrics.get(k, 0.0) + v / method.mu
                 self.dist.all_reduce_grads([p for _, p in self.bank.params])
                 gn = torch.nn.utils.clip_grad_norm_([p for _, p in self.bank.params], cfg.grad_clip)
                 self.opt.step()
