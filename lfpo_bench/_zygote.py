@@ -290,13 +290,22 @@ def isolate():
     return done
 
 
+def become_subreaper():
+    import ctypes
+
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
 def kill_all(pid, uid, pidns):
+    """SIGKILL the program and everything it started, until a scan finds nothing left (a fork loop may
+    spawn between scans). The zygote is a child subreaper, so orphans come back to it and are reaped."""
     try:
         os.killpg(pid, signal.SIGKILL)
     except OSError:
         pass
     me = os.getpid()
-    for _ in range(3):  # a fork loop may spawn between scans
+    for _ in range(200):
         found = False
         for p in os.listdir("/proc"):
             if not p.isdigit():
@@ -307,28 +316,35 @@ def kill_all(pid, uid, pidns):
             if not pidns:
                 try:
                     with open(f"/proc/{p}/status") as f:
-                        owner = next((int(line.split()[1]) for line in f if line.startswith("Uid:")), -1)
+                        fields = dict(line.split(":", 1) for line in f if ":" in line)
                 except OSError:
                     continue
-                if uid <= 0 or owner != uid:
+                if uid <= 0 or int(fields.get("Uid", "-1").split()[0]) != uid:
                     continue
+                if fields.get("State", "").strip().startswith("Z"):
+                    continue  # already dead; reaped below
             try:
                 os.kill(q, signal.SIGKILL)
                 found = True
             except OSError:
                 pass
+        reap_all()
         if not found:
             break
+
+
+RESULTS = {}  # pid -> (status, rusage) of children reaped by reap_all
 
 
 def reap_all():
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status, ru = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        RESULTS[pid] = (status, ru)
 
 
 def tail(path, n=2000):
@@ -364,16 +380,20 @@ def run_one(ctrl, msg, uid, pidns):
     except (EOFError, OSError):
         reap_msg = None
     kill_all(pid, uid, pidns)
-    _, status, ru = os.wait4(pid, 0)
+    try:
+        _, status, ru = os.wait4(pid, 0)
+    except ChildProcessError:  # already reaped by kill_all
+        status, ru = RESULTS.pop(pid, (0, None))
     reap_all()
+    RESULTS.clear()
     out = {
         "op": "done",
         "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
         "stdout": tail(os.path.join(workdir, ".stdout")),
         "stderr": tail(os.path.join(workdir, ".stderr")),
-        "maxrss_kb": ru.ru_maxrss,
-        "cpu_s": ru.ru_utime + ru.ru_stime,
+        "maxrss_kb": ru.ru_maxrss if ru else 0,
+        "cpu_s": (ru.ru_utime + ru.ru_stime) if ru else 0.0,
         "seconds": time.monotonic() - t0,
     }
     shutil.rmtree(workdir, ignore_errors=True)
@@ -386,6 +406,7 @@ def main():
     ctrl = socket.socket(fileno=int(sys.argv[1]))
     uid, do_isolate, pidns = int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1"
     isolated = isolate() if do_isolate else []
+    become_subreaper()
     send(ctrl, {"op": "ready", "isolated": isolated, "uid": os.getuid(), "pid": os.getpid()})
     while True:
         try:

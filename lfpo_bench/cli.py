@@ -110,6 +110,7 @@ def eval_cmd(
     seed: int = typer.Option(0, help="sampling seed (recorded in every row)"),
     batch_size: int = typer.Option(64, help="prompts per batch"),
     limit: Optional[int] = typer.Option(None, help="evaluate only the first N problems"),
+    n_samples: int = typer.Option(1, help="completions per problem (> 1: pass@k with the unbiased estimator)"),
     out: Optional[str] = typer.Option(None, help="results JSONL (default: results/eval/<time>.jsonl)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     data: Optional[str] = typer.Option(None, help="local data file or folder overriding the public source"),
@@ -121,7 +122,7 @@ def eval_cmd(
         task=task, model=model, split=split, gen_length=gen_length, steps=_ints(steps, "--steps"),
         block_length=block_length, thresholds=_floats(threshold, "--threshold"), temperature=temperature,
         remasking=remasking, cfg_scale=cfg, use_cache=use_cache, stop_at_eos=stop_at_eos, seed=seed,
-        batch_size=batch_size, limit=limit, out=out, device=device, data=data,
+        batch_size=batch_size, limit=limit, n_samples=n_samples, out=out, device=device, data=data,
     )
     rows, path = run_eval(args)
     print_rows(rows, f"{task} / {rows[0].split} / {rows[0].model}")
@@ -171,6 +172,77 @@ def print_before_after(before, after, title: str) -> None:
             t.add_row(r.decoding, str(r.steps) if r.decoding == "fixed" else "adaptive", name, f"{100 * vb:.1f}",
                       f"{100 * va:.1f}", f"{100 * (va - vb):+.1f}", f"{r.nfe_mean:.2f}")
     console.print(t)
+
+
+@app.command()
+def sweep(
+    config: str = typer.Option(..., "--config", help="sweep YAML (see docs/sweeps.md)"),
+    out: Optional[str] = typer.Option(None, help="sweep folder (default: results/sweeps/<name>)"),
+    retry_failed: bool = typer.Option(False, help="rerun cells recorded as failed"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+) -> None:
+    """Run every cell of a sweep (methods x tasks x models x seeds x config values), resumably."""
+    from .sweep import sweep as work
+
+    out_dir, cells, state = work(config, out=out, device=device, retry_failed=retry_failed)
+    console.print(f"{len(state.done)}/{len(cells)} cells done, {len(state.failed)} failed; rows in {out_dir / 'rows.jsonl'}")
+    for cid, e in state.failed.items():
+        err.print(f"[red]failed[/red] {cid}: {e}")
+    if state.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def table(
+    paths: list[str] = typer.Argument(..., help="rows.jsonl files or sweep/run folders"),
+    fmt: str = typer.Option("markdown", "--format", help="markdown | csv | latex"),
+    paired_vs: Optional[str] = typer.Option(None, help="mark differences significant against this method (†)"),
+    target: Optional[float] = typer.Option(None, help="equal-accuracy view: accuracy to reach, e.g. 0.6"),
+    baseline: Optional[str] = typer.Option(None, help="equal-accuracy view: method the NFE ratio is taken against"),
+    check: bool = typer.Option(False, help="fail if rows mix code versions or datasets"),
+    allow_mixed: bool = typer.Option(False, help="with --check: report mixed rows anyway"),
+    out: Optional[str] = typer.Option(None, help="also write the tables to this file"),
+) -> None:
+    """Accuracy table with 95% bootstrap CIs, latency/NFE table, and the equal-accuracy NFE view."""
+    from . import report
+
+    if fmt not in ("markdown", "csv", "latex"):
+        raise UserError(f"--format must be markdown, csv or latex, got {fmt!r}")
+    df = report.load_rows(paths)
+    mixed = report.check_provenance(df, allow_mixed=allow_mixed or not check)
+    parts = ["accuracy (%), mean ± 95% CI half-width over problems and seeds" + ("; † significant vs " + paired_vs if paired_vs else ""),
+             report.render(report.comparison_table(df, paired_vs=paired_vs, fmt=fmt), fmt), "",
+             "mean NFE / p50 latency / tokens per s", report.render(report.latency_table(df), fmt)]
+    if target is not None:
+        eq = report.equal_accuracy(df, target, baseline)
+        parts += ["", f"equal accuracy: fewest mean NFE reaching {100 * target:.0f}%" + (f" (ratio vs {baseline})" if baseline else ""),
+                  report.render(eq.set_index(["task", "method"]).round(3), fmt)]
+    parts += ["", report.footer(df, list(paths))] + [f"WARNING: {m}" for m in mixed]
+    text = "\n".join(parts)
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    if out:
+        from pathlib import Path
+
+        Path(out).write_text(text + "\n")
+
+
+@app.command()
+def plot(
+    paths: list[str] = typer.Argument(..., help="rows.jsonl files or sweep/run folders"),
+    out: str = typer.Option("results/plots", help="output folder (PNG and SVG)"),
+    x: str = typer.Option("nfe", help="x axis of the trade-off plot: nfe | ms"),
+    runs: list[str] = typer.Option([], help="run folders whose training curves to plot"),
+) -> None:
+    """Accuracy vs steps and accuracy vs NFE/latency (Pareto fronts); training curves from run logs."""
+    from . import plot as P
+    from . import report
+
+    df = report.load_rows(paths)
+    files = P.accuracy_plots(df, out, list(paths), x="ms" if x == "ms" else "nfe")
+    if runs:
+        files += P.training_curves(runs, out)
+    for f in files:
+        console.print(f"wrote {f}")
 
 
 def main() -> None:

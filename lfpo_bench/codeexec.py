@@ -17,6 +17,7 @@ import ast
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,10 @@ from typing import Any
 import numpy as np
 
 from .sandbox import Job, Session
+
+# dataset test code (run in the checker) has old-style regex strings; their escape warnings are noise
+warnings.filterwarnings("ignore", message="invalid escape sequence", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message="invalid escape sequence", category=SyntaxWarning)
 
 FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.S)
 STOP = ("\nif __name__", "\nprint(", "\nassert ", "\n# Test", "\n# Example", "\ndef test_", "\n```")

@@ -132,17 +132,23 @@ def evaluate(
     extra: dict | None = None,
     show_progress: bool = True,
     samples_out=None,
+    n_samples: int = 1,
 ) -> list[ResultRow]:
     """One ``ResultRow`` per decoding setting. ``extra`` is merged into each row's ``config``.
 
-    ``samples_out``: optional callable receiving ``(decoding, examples, completions, scored)`` (used to write
-    evalplus-style samples.jsonl for code tasks)."""
+    ``n_samples > 1`` draws that many completions per problem (needs temperature > 0): the row's per-problem
+    score is their mean (the pass@1 estimate) and ``metrics`` gains ``pass@k`` for k = 1, 5, 10, ... <= n,
+    with the unbiased estimator. ``samples_out``: optional callable receiving ``(decoding, examples,
+    completions, scored)`` (code tasks write evalplus-style samples.jsonl with it)."""
     split = split or task.eval_split
-    examples, sha = task.load_with_hash(split)
+    problems, sha = task.load_with_hash(split)
     if limit is not None:
-        examples = examples[:limit]
-    if not examples:
+        problems = problems[:limit]
+    if not problems:
         raise UserError(f"task {task.name!r} split {split!r} has no examples")
+    if n_samples > 1 and any(d.temperature <= 0 for d in decodings):
+        raise UserError("--n-samples > 1 needs sampling: set --temperature > 0 (greedy decoding repeats itself)")
+    examples = [e for e in problems for _ in range(n_samples)]
     lm.eval()
     rows = []
     total = len(examples) * len(decodings)
@@ -153,21 +159,31 @@ def evaluate(
             scored = task.score_batch(examples, comp.texts)
             if samples_out is not None:
                 samples_out(dec, examples, comp, scored)
-            scores = [s.score for s in scored]
+            per_sample = [s.score for s in scored]
+            scores = [float(np.mean(per_sample[i : i + n_samples])) for i in range(0, len(per_sample), n_samples)]
+            nfe = [float(np.mean(comp.nfe[i : i + n_samples])) for i in range(0, len(comp.nfe), n_samples)]
             metric_names = sorted({k for s in scored for k in s.metrics})
             metrics = {k: float(np.mean([s.metrics.get(k, 0.0) for s in scored])) for k in metric_names}
+            if n_samples > 1:
+                from .codeexec import pass_at_k
+
+                for k in [1, 5, 10, 20, 50, 100]:
+                    if k <= n_samples:
+                        metrics[f"pass@{k}"] = float(np.mean([
+                            pass_at_k(n_samples, int(round(sum(per_sample[i : i + n_samples]))), k)
+                            for i in range(0, len(per_sample), n_samples)]))
             cfg = {"task": task.name, "split": split, "model": model_name or lm.name, "method": method, "seed": seed,
-                   "decoding": dec.kwargs(), **(extra or {})}
+                   "n_samples": n_samples, "limit": limit, "decoding": dec.kwargs(), **(extra or {})}
             rows.append(
                 ResultRow(
                     method=method, task=task.name, model=model_name or lm.name, split=split,
                     gen_length=dec.gen_length, steps=dec.steps, block_length=dec.block_length, decoding=dec.label,
-                    temperature=dec.temperature, remasking=dec.remasking, seed=seed, n=len(examples),
+                    temperature=dec.temperature, remasking=dec.remasking, seed=seed, n=len(problems),
                     accuracy=float(np.mean(scores)), nfe_mean=float(np.mean(comp.nfe)),
                     latency_ms_p50=float(np.percentile(comp.latency_ms, 50)),
                     latency_ms_p95=float(np.percentile(comp.latency_ms, 95)),
                     tokens_per_s=dec.gen_length * len(examples) / max(comp.seconds, 1e-9),
-                    metrics=metrics, scores=scores, problem_ids=[e.id for e in examples], nfe=comp.nfe,
+                    metrics=metrics, scores=scores, problem_ids=[e.id for e in problems], nfe=nfe,
                     git_sha=git_sha(), config_hash=config_hash(cfg), dataset_sha256=sha,
                     device=device_name(lm.device), torch_version=torch_version(),
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"), config=cfg,

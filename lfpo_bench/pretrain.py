@@ -52,7 +52,7 @@ class PretrainConfig:
 DEFAULTS: dict[str, PretrainConfig] = {
     "sudoku4": PretrainConfig(task="sudoku4", steps=110),
     "countdown3-mini": PretrainConfig(task="countdown3-mini", steps=600),
-    "toy-code": PretrainConfig(task="toy-code", steps=500),
+    "toy-code": PretrainConfig(task="toy-code", steps=600),
 }
 
 

@@ -16,7 +16,7 @@ from .provenance import config_hash, git_sha
 from .registry import METHODS
 from .results import append_rows, read_rows
 from .runner import make_task, resolve_device
-from .trainer import TrainConfig, Trainer, load_trainable
+from .trainer import TrainConfig, Trainer, TrainResult, load_trainable
 from .types import ResultRow, UserError
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,15 @@ class RunArgs:
     data: str | None = None
     eval_steps: list[int] = field(default_factory=list)
     thresholds: list[float] = field(default_factory=list)
+    gen_lengths: list[int] = field(default_factory=list)  # evaluation gen lengths (default: the task's)
+    block_lengths: list[int] = field(default_factory=list)  # evaluation block lengths (default: the task's)
+    temperature: float = 0.0  # evaluation temperature
+    remasking: str = "low_confidence"  # evaluation remasking
+    use_cache: bool = False
+    split: str | None = None  # evaluation split (default: the task's test split)
     eval_limit: int | None = None
     batch_size: int = 128
+    eval_before: bool = True  # also evaluate the starting policy (sweeps use a `none` cell instead)
     resume: bool = False
     show_progress: bool = True
 
@@ -103,12 +110,14 @@ def run(a: RunArgs) -> RunResult:
                                                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2))
     lm = load_model(r.model, task=task, device=device, quiet=not a.show_progress)
     model_name = lm.name if r.model == "tiny" else r.model
-    decodings = decoding_grid(task, steps=a.eval_steps or None, thresholds=a.thresholds)
+    decodings = [d for L in (a.gen_lengths or [None]) for blk in (a.block_lengths or [None])
+                 for d in decoding_grid(task, gen_length=L, block_length=blk, steps=a.eval_steps or None, thresholds=a.thresholds,
+                                        temperature=a.temperature, remasking=a.remasking, use_cache=a.use_cache)]
     extra = {"run": r.config}
 
     def rows_for(stage: str, ckpt: str) -> list[ResultRow]:
-        rows = evaluate(lm, task, decodings, seed=a.seed, batch_size=a.batch_size, limit=a.eval_limit, method=method.name,
-                        model_name=model_name, extra=extra, show_progress=a.show_progress)
+        rows = evaluate(lm, task, decodings, split=a.split, seed=a.seed, batch_size=a.batch_size, limit=a.eval_limit,
+                        method=method.name, model_name=model_name, extra=extra, show_progress=a.show_progress)
         for row in rows:
             row.stage, row.run_id, row.checkpoint = stage, r.run_id, ckpt
             row.config = {**row.config, "stage": stage}
@@ -116,20 +125,30 @@ def run(a: RunArgs) -> RunResult:
         return rows
 
     done = {row["stage"] for row in read_rows(rows_path)}
-    before = rows_for("before", "start") if "before" not in done else []
-    append_rows(rows_path, [x.to_dict() for x in before])
+    trains = getattr(method, "trains", True)
+    if a.eval_before and trains and "before" not in done:
+        append_rows(rows_path, [x.to_dict() for x in rows_for("before", "start")])
 
-    trainer = Trainer(lm, task, method, r.train, run_dir, show_progress=a.show_progress)
-    result = trainer.fit(resume=a.resume)
-    if result.selected is not None:
-        load_trainable(lm.module, result.selected)
-    ckpt = run_dir / "checkpoint"
-    save_model(lm, ckpt)
-    (ckpt / "selection.json").write_text(json.dumps({"selected_update": result.best_update, "val_acc": result.best_val,
-                                                      "rule": r.train.select}))
-    after = rows_for("after", str(ckpt)) if "after" not in done else []
-    for row in after:
-        row.metrics["selected_update"] = float(result.best_update)
-    append_rows(rows_path, [x.to_dict() for x in after])
-    return RunResult(before, after, run_dir, result.history, result.best_update, result.seconds)
+    if trains and "after" in done:  # finished earlier: nothing left to do
+        result, ckpt = TrainResult(), str(run_dir / "checkpoint")
+    elif trains:
+        train_task = make_task(task.train_task) if task.train_task else task
+        trainer = Trainer(lm, train_task, method, r.train, run_dir, show_progress=a.show_progress)
+        result = trainer.fit(resume=a.resume)
+        if result.selected is not None:
+            load_trainable(lm.module, result.selected)
+        ckpt = str(run_dir / "checkpoint")
+        save_model(lm, ckpt)
+        Path(ckpt, "selection.json").write_text(json.dumps({"selected_update": result.best_update, "val_acc": result.best_val,
+                                                            "rule": r.train.select}))
+    else:  # `none`: the starting policy is the result; nothing to train or save
+        result, ckpt = TrainResult(), r.model
+    if "after" not in done:
+        after = rows_for("after", ckpt)
+        for row in after:
+            row.config = {**row.config, "selected_update": result.best_update}
+        append_rows(rows_path, [x.to_dict() for x in after])
+    rows = [ResultRow(**d) for d in read_rows(rows_path)]
+    return RunResult([x for x in rows if x.stage == "before"], [x for x in rows if x.stage == "after"], run_dir,
+                     result.history, result.best_update, result.seconds)
 

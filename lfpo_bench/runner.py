@@ -50,6 +50,7 @@ class EvalArgs:
     seed: int = 0
     batch_size: int = 64
     limit: int | None = None
+    n_samples: int = 1
     out: str | None = None
     device: str = "auto"
     data: str | None = None
@@ -82,7 +83,7 @@ def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path]:
     rows = evaluate(
         lm, task, decodings, split=a.split, seed=a.seed, batch_size=a.batch_size, limit=a.limit,
         model_name=model_spec if model_spec != "tiny" else lm.name, show_progress=a.show_progress,
-        samples_out=samples,
+        samples_out=samples, n_samples=a.n_samples,
     )
     append_rows(out, [r.to_dict() for r in rows])
     return rows, out

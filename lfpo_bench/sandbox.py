@@ -319,7 +319,8 @@ class Session:
 
 @dataclass
 class Job:
-    """One program: ``check(session)`` starts it and judges it; it passes iff ``check`` returns."""
+    """One program: ``check(session)`` starts it and judges it; it passes iff ``check`` returns (its
+    return value is kept in ``ExecResult.value``)."""
 
     code: str
     check: Callable[[Session], Any]
@@ -417,9 +418,9 @@ class Worker:
             return ExecResult("error", time.monotonic() - t0, detail="sandbox failure: no channel")
         chan = socket.socket(fileno=fds[0])
         session = Session(chan, deadline=t0 + job.timeout)
-        status, detail = "pass", ""
+        status, detail, value = "pass", "", None
         try:
-            job.check(session)
+            value = job.check(session)
         except CandidateTimeout:
             status, detail = "timeout", f"exceeded {job.timeout:.1f} s"
         except CandidateOOM as e:
@@ -441,7 +442,7 @@ class Worker:
             status = {24: "timeout", 9: "timeout" if seconds >= job.timeout else "error", 25: "fail"}.get(sig, "error")
             detail += f" (signal {sig})" if sig else ""
         return ExecResult(status, seconds, stdout_tail=(done or {}).get("stdout", ""), stderr_tail=(done or {}).get("stderr", ""),
-                          detail=detail)
+                          detail=detail, value=value if status == "pass" else None)
 
     def _reap(self) -> dict | None:
         try:

@@ -115,8 +115,7 @@ class ExecResult:
     stdout_tail: str = ""
     stderr_tail: str = ""
     detail: str = ""
-    tests_passed: int = 0
-    tests_total: int = 0
+    value: Any = None  # what the check returned (e.g. a partial-credit fraction)
 
     @property
     def passed(self) -> bool:

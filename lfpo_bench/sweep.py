@@ -1,0 +1,228 @@
+"""``lfpo-bench sweep``: expand a sweep file into cells, run each (train + evaluate), resumably.
+
+A sweep file (YAML) names everything by registry key; every list expands:
+
+    name: my-sweep
+    methods: [none, lfpo, diffu_grpo]        # or "path/to/file.py:Class"
+    tasks: [sudoku4]
+    models: [tiny]                           # optional: default = each task's default model
+    seeds: [0, 1, 2]
+    train: {updates: 60, lr: [1e-4, 3e-4]}   # TrainConfig fields (lists expand)
+    method:                                  # per-method config fields (lists expand)
+      lfpo: {beta: [0.5, 1.0], k: 4}
+    eval:                                    # decoding settings evaluated in every cell
+      gen_length: 16                         # one value or a list
+      block_length: 16
+      steps: [1, 2, 4, 8, 16]
+      thresholds: [0.9]
+      temperature: 0.0
+      limit: null
+
+A cell is (method, method config, task, model, train config, seed); its identity is the hash of that
+resolved config plus the eval settings. Per cell: train (unless the method does not train), then
+evaluate every decoding setting with the loaded model. Rows are appended to ``<out>/rows.jsonl`` and
+the cell's status to ``<out>/cells.jsonl``; a cell counts as done only once its status line is
+written. On start, rows of cells that are not done (a kill between the two appends) are dropped and a
+torn last line is repaired, so ``kill -9`` then the same command again finishes the sweep with no lost,
+duplicated or corrupt rows. Training cells resume from their last checkpoint. A failing cell is
+recorded with its error and the sweep goes on; ``--retry-failed`` reruns failed cells.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import load_file
+from .provenance import config_hash
+from .results import append_rows, read_rows, repair
+from .types import UserError
+
+log = logging.getLogger(__name__)
+TOP_KEYS = {"name", "methods", "tasks", "models", "seeds", "train", "method", "eval", "data"}
+EVAL_KEYS = {"gen_length", "block_length", "steps", "thresholds", "temperature", "remasking", "limit", "batch_size",
+             "use_cache", "cfg_scale", "stop_at_eos", "split"}
+
+
+def _list(v) -> list:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def _grid(d: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cartesian product over list-valued entries."""
+    keys = sorted(d)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(_list(d[k]) for k in keys))]
+
+
+@dataclass
+class Cell:
+    method: str
+    task: str
+    model: str | None
+    seed: int
+    method_cfg: dict = field(default_factory=dict)
+    train_cfg: dict = field(default_factory=dict)
+    eval_cfg: dict = field(default_factory=dict)
+    data: str | None = None
+
+    def key(self) -> dict:
+        return {"method": self.method, "task": self.task, "model": self.model, "seed": self.seed, "method_cfg": self.method_cfg,
+                "train_cfg": self.train_cfg, "eval": self.eval_cfg, "data": self.data}
+
+    @property
+    def id(self) -> str:
+        return config_hash(self.key())
+
+    def label(self) -> str:
+        extra = ",".join(f"{k}={v}" for k, v in sorted(self.method_cfg.items()))
+        return f"{self.method}{'[' + extra + ']' if extra else ''}/{self.task}/s{self.seed}"
+
+
+def expand(spec: dict, where: str = "sweep") -> list[Cell]:
+    """Cells of a sweep spec, validated: unknown keys, methods, tasks and config fields are errors."""
+    from .config import build
+    from .registry import METHODS, TASKS
+    from .trainer import TrainConfig
+
+    unknown = set(spec) - TOP_KEYS
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}")
+    for k in ("methods", "tasks"):
+        if not spec.get(k):
+            raise UserError(f"{where}: '{k}' must list at least one entry")
+    ev = spec.get("eval") or {}
+    bad = set(ev) - EVAL_KEYS
+    if bad:
+        raise UserError(f"{where}: unknown eval key(s) {sorted(bad)}; allowed: {sorted(EVAL_KEYS)}")
+    per_method = spec.get("method") or {}
+    for m in per_method:
+        if m not in _list(spec["methods"]):
+            raise UserError(f"{where}: 'method' has settings for {m!r}, which is not in methods")
+    train_grid = _grid(spec.get("train") or {})
+    for t in train_grid:
+        build(TrainConfig, {**t, "seed": 0}, "train.")  # validates keys and types
+    cells = []
+    for method, task, model, seed in itertools.product(_list(spec["methods"]), _list(spec["tasks"]),
+                                                      _list(spec.get("models") or [None]), _list(spec.get("seeds") or [0])):
+        cls = METHODS.get(method)
+        TASKS.get(task)
+        for mcfg in _grid(per_method.get(method) or {}):
+            build(cls.Config, mcfg, f"method.{method}.")
+            for tcfg in train_grid:
+                cells.append(Cell(method, task, model, int(seed), mcfg, tcfg, dict(ev), spec.get("data")))
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids):
+        raise UserError(f"{where}: the sweep expands to duplicate cells; remove repeated values")
+    return cells
+
+
+@dataclass
+class SweepState:
+    done: set[str]
+    failed: dict[str, str]
+
+
+def read_state(out: Path) -> SweepState:
+    done, failed = set(), {}
+    for rec in read_rows(out / "cells.jsonl"):
+        if rec["status"] == "done":
+            done.add(rec["cell"])
+            failed.pop(rec["cell"], None)
+        elif rec["status"] == "failed":
+            failed[rec["cell"]] = rec.get("error", "")
+    return SweepState(done, failed)
+
+
+def reconcile(out: Path, done: set[str]) -> int:
+    """Drop rows of cells that never finished (killed between the rows and the status append)."""
+    path = out / "rows.jsonl"
+    repair(path)
+    rows = read_rows(path)
+    keep = [r for r in rows if r.get("cell") in done]
+    if len(keep) == len(rows):
+        return 0
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        for r in keep:
+            f.write(json.dumps(r, sort_keys=True, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return len(rows) - len(keep)
+
+
+def run_cell(cell: Cell, out: Path, device: str, show_progress: bool) -> list[dict]:
+    from .run import RunArgs, run
+
+    ev = cell.eval_cfg
+    sets = [f"method.{k}={json.dumps(v)}" for k, v in cell.method_cfg.items()]
+    sets += [f"train.{k}={json.dumps(v)}" for k, v in cell.train_cfg.items()]
+    res = run(RunArgs(
+        method=cell.method, task=cell.task, model=cell.model, sets=sets, seed=cell.seed, out_dir=str(out / "runs"),
+        run_id=cell.id, device=device, data=cell.data, eval_steps=[int(s) for s in _list(ev.get("steps") or [])],
+        thresholds=[float(t) for t in _list(ev.get("thresholds") or [])], eval_limit=ev.get("limit"),
+        batch_size=int(ev.get("batch_size", 128)), resume=True, show_progress=show_progress, eval_before=False,
+        gen_lengths=[int(x) for x in _list(ev.get("gen_length") or [])], block_lengths=[int(x) for x in _list(ev.get("block_length") or [])],
+        temperature=float(ev.get("temperature", 0.0)), remasking=str(ev.get("remasking", "low_confidence")),
+        split=ev.get("split"), use_cache=bool(ev.get("use_cache", False)),
+    ))
+    rows = []
+    for r in res.after:
+        d = r.to_dict()
+        d.update(cell=cell.id, cell_label=cell.label(), method_cfg=cell.method_cfg, train_cfg=cell.train_cfg)
+        rows.append(d)
+    return rows
+
+
+def sweep(spec_path: str, out: str | None = None, device: str = "auto", retry_failed: bool = False,
+          show_progress: bool = True, only: int | None = None) -> tuple[Path, list[Cell], SweepState]:
+    """Run every cell of ``spec_path`` not yet done. ``only``: stop after that many new cells (testing)."""
+    from .progress import progress_bar
+    from .runner import resolve_device
+
+    spec = load_file(spec_path)
+    cells = expand(spec, spec_path)
+    out_dir = Path(out or Path("results") / "sweeps" / str(spec.get("name") or Path(spec_path).stem))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "sweep.yaml").write_text(Path(spec_path).read_text())
+    device = resolve_device(device)
+    state = read_state(out_dir)
+    dropped = reconcile(out_dir, state.done)
+    if dropped:
+        log.warning("dropped %d rows of unfinished cells; they will be rerun", dropped)
+    todo = [c for c in cells if c.id not in state.done and (retry_failed or c.id not in state.failed)]
+    skipped_failed = [c for c in cells if c.id in state.failed and not retry_failed]
+    if skipped_failed:
+        log.warning("%d failed cell(s) skipped; pass --retry-failed to rerun them", len(skipped_failed))
+    ran = 0
+    with progress_bar(f"sweep {out_dir.name}", total=len(cells), enabled=show_progress) as bar:
+        bar.advance(len(cells) - len(todo))
+        for cell in todo:
+            if only is not None and ran >= only:
+                break
+            t0 = time.time()
+            try:
+                rows = run_cell(cell, out_dir, device, show_progress=False)
+                append_rows(out_dir / "rows.jsonl", rows)
+                append_rows(out_dir / "cells.jsonl", [{"cell": cell.id, "label": cell.label(), "status": "done",
+                                                       "seconds": round(time.time() - t0, 1), "rows": len(rows)}])
+                state.done.add(cell.id)
+                state.failed.pop(cell.id, None)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as e:  # noqa: BLE001 - record and go on
+                err = f"{type(e).__name__}: {e}"
+                log.error("cell %s failed: %s", cell.label(), err)
+                append_rows(out_dir / "cells.jsonl", [{"cell": cell.id, "label": cell.label(), "status": "failed", "error": err,
+                                                       "traceback": traceback.format_exc()[-4000:]}])
+                state.failed[cell.id] = err
+            ran += 1
+            bar.advance(1, cell=cell.label())
+    return out_dir, cells, state

@@ -1,0 +1,131 @@
+"""Reporting on fixture rows: bootstrap CI against a known case, paired tests by hand, tables, the
+equal-accuracy view, provenance checks and plots."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lfpo_bench import report
+from lfpo_bench.types import UserError
+
+
+def row(method, steps, scores, seed=0, decoding="fixed", nfe=None, sha="abc", data="d1", task="t"):
+    n = len(scores)
+    return {"method": method, "task": task, "model": "m", "split": "test", "gen_length": 16, "steps": steps, "block_length": 16,
+            "decoding": decoding, "temperature": 0.0, "remasking": "low_confidence", "seed": seed, "n": n,
+            "accuracy": float(np.mean(scores)), "nfe_mean": float(nfe if nfe is not None else steps), "latency_ms_p50": steps * 0.5,
+            "latency_ms_p95": steps, "tokens_per_s": 100.0, "metrics": {}, "scores": list(map(float, scores)),
+            "problem_ids": [f"p{i}" for i in range(n)], "nfe": [float(steps)] * n, "git_sha": sha, "dataset_sha256": data,
+            "stage": "after", "config": {}}
+
+
+@pytest.fixture
+def rows_file(tmp_path):
+    import json
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(3):
+        for steps in (2, 8):
+            rows.append(row("base", steps, (rng.random(200) < (0.4 if steps == 2 else 0.6)).astype(float), seed))
+            rows.append(row("better", steps, (rng.random(200) < (0.55 if steps == 2 else 0.75)).astype(float), seed))
+        rows.append(row("better", 8, (rng.random(200) < 0.72).astype(float), seed, decoding="threshold=0.9", nfe=4.0))
+    p = tmp_path / "rows.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+def test_bootstrap_ci_known_case():
+    # constant scores: zero-width interval
+    assert report.bootstrap_ci(np.ones((2, 50))) == (1.0, 1.0, 1.0)
+    # Bernoulli(0.5) with 400 problems: CI half-width close to 1.96 * sqrt(.25 / 400) = 0.049
+    m = np.array([[0.0, 1.0] * 200])
+    mean, lo, hi = report.bootstrap_ci(m, n_boot=4000)
+    assert mean == 0.5 and abs((hi - lo) / 2 - 0.049) < 0.006
+
+
+def test_bootstrap_ci_widens_with_seed_disagreement():
+    agree = np.array([[1.0, 0.0] * 50] * 3)
+    disagree = np.array([[1.0] * 100, [0.0] * 100, [1.0, 0.0] * 50])
+    w = lambda m: np.subtract(*report.bootstrap_ci(m)[2:0:-1])  # noqa: E731
+    assert w(disagree) > 2 * w(agree)
+
+
+def test_mcnemar_by_hand():
+    # discordant pairs: a right & b wrong 6 times, the reverse once: p = 2 * (C(7,0)+C(7,1)) / 2^7 = 16/128
+    a = np.array([1] * 6 + [0] + [1] * 10 + [0] * 5)
+    b = np.array([0] * 6 + [1] + [1] * 10 + [0] * 5)
+    assert math.isclose(report.mcnemar(a, b), 16 / 128)
+    assert report.mcnemar(a, a) == 1.0
+
+
+def test_paired_bootstrap_detects_a_consistent_shift_and_not_noise():
+    rng = np.random.default_rng(1)
+    x = rng.random(300)
+    assert report.paired_bootstrap(x + 0.05, x) < 0.01
+    assert report.paired_bootstrap(x + rng.normal(0, 0.01, 300), x) > 0.01
+
+
+def test_comparison_table_bolds_the_best_and_marks_significance(rows_file):
+    df = report.load_rows([rows_file])
+    t = report.comparison_table(df, paired_vs="base")
+    assert list(t.index) == ["base", "better"]
+    col = "t L16/b16/s2"
+    assert t.loc["better", col].startswith("**") and "†" in t.loc["better", col]
+    assert not t.loc["base", col].startswith("**")
+    assert "csv" and "," in report.render(t, "csv") and "\\textbf" in report.render(report.comparison_table(df, fmt="latex"), "latex")
+
+
+def test_equal_accuracy_view_finds_the_cheapest_setting_reaching_the_target(rows_file):
+    df = report.load_rows([rows_file])
+    eq = report.equal_accuracy(df, target=0.5, baseline="base").set_index("method")
+    assert eq.loc["base", "setting"] == "L16/b16/s8" and eq.loc["base", "nfe"] == 8  # base needs 8 steps for 50%
+    assert eq.loc["better", "setting"] == "L16/b16/s2" and eq.loc["better", "nfe_ratio"] == 0.25
+    eq = report.equal_accuracy(df, target=0.65, baseline="base").set_index("method")
+    assert eq.loc["better", "setting"] == "L16/b16/threshold=0.9" and eq.loc["better", "nfe"] == 4.0
+    assert eq.loc["base", "setting"] == "not reached"
+    assert report.equal_accuracy(df, target=0.99).setting.eq("not reached").all()
+
+
+def test_latency_table_has_nfe_and_ms(rows_file):
+    lt = report.latency_table(report.load_rows([rows_file]))
+    assert "4.0 / 4.00 ms" in lt.loc["better"].to_string()
+
+
+def test_check_provenance_refuses_mixed_code_versions(tmp_path, rows_file):
+    import json
+
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(rows_file.read_text() + json.dumps(row("base", 2, [1.0, 0.0], sha="other")) + "\n")
+    df = report.load_rows([mixed])
+    with pytest.raises(UserError, match="2 code versions"):
+        report.check_provenance(df)
+    assert report.check_provenance(df, allow_mixed=True)
+
+
+def test_pareto_front():
+    from lfpo_bench.plot import pareto_front
+
+    pts = [(1, 0.5), (2, 0.4), (2, 0.7), (4, 0.7), (8, 0.9)]
+    assert pareto_front(pts) == [0, 2, 4]
+
+
+def test_plots_are_written(rows_file, tmp_path):
+    pytest.importorskip("matplotlib")
+    from lfpo_bench.plot import accuracy_plots
+
+    files = accuracy_plots(report.load_rows([rows_file]), tmp_path, [str(rows_file)])
+    assert {f.suffix for f in files} == {".png", ".svg"} and all(f.stat().st_size > 1000 for f in files)
+
+
+def test_table_cli_on_fixture_rows(rows_file):
+    from typer.testing import CliRunner
+
+    from lfpo_bench.cli import app
+
+    res = CliRunner().invoke(app, ["table", str(rows_file), "--paired-vs", "base", "--target", "0.58", "--baseline", "base", "--check"])
+    assert res.exit_code == 0, res.output
+    assert "†" in res.output and "equal accuracy" in res.output and "code abc" in res.output
+    assert isinstance(pd.__version__, str)

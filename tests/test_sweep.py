@@ -1,0 +1,92 @@
+"""Sweeps: expansion and cell identity (unit), and kill -9 / resume with no lost or duplicated rows
+(integration, via a subprocess)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from lfpo_bench.results import append_rows, read_rows, repair
+from lfpo_bench.sweep import Cell, expand
+from lfpo_bench.types import UserError
+
+SPEC = {"name": "t", "methods": ["none", "lfpo"], "tasks": ["sudoku4"], "models": ["tiny-random"], "seeds": [0, 1],
+        "train": {"updates": 2, "prompts_per_update": 2, "group_size": 2, "val_limit": 8, "val_every": 0},
+        "method": {"lfpo": {"beta": [0.5, 1.0]}}, "eval": {"steps": [1, 2], "limit": 12}}
+
+
+def test_expansion_is_the_cartesian_product_with_method_grids():
+    cells = expand(SPEC)
+    assert len(cells) == 2 * 1 + 2 * 2  # none x 2 seeds + lfpo x 2 betas x 2 seeds
+    assert {c.method_cfg.get("beta") for c in cells if c.method == "lfpo"} == {0.5, 1.0}
+    assert len({c.id for c in cells}) == len(cells)
+
+
+def test_cell_identity_is_the_hash_of_its_resolved_config():
+    a = Cell("lfpo", "sudoku4", None, 0, {"beta": 0.5})
+    assert a.id == Cell("lfpo", "sudoku4", None, 0, {"beta": 0.5}).id
+    assert a.id != Cell("lfpo", "sudoku4", None, 1, {"beta": 0.5}).id
+    assert a.id != Cell("lfpo", "sudoku4", None, 0, {"beta": 0.6}).id
+
+
+@pytest.mark.parametrize("bad,msg", [
+    ({"methodz": ["lfpo"]}, "unknown key"),
+    ({"methods": ["lfp"], "method": {}}, "did you mean 'lfpo'"),
+    ({"tasks": ["sudoku5"]}, "did you mean"),
+    ({"method": {"lfpo": {"betta": 1}}}, "did you mean beta"),
+    ({"train": {"lr_rate": 1}}, "unknown config key"),
+    ({"eval": {"stepz": [1]}}, "unknown eval key"),
+])
+def test_sweep_files_reject_unknown_names(bad, msg):
+    with pytest.raises(UserError, match=msg):
+        expand({**SPEC, **bad})
+
+
+def test_torn_last_line_is_repaired_and_corrupt_inner_line_is_an_error(tmp_path):
+    p = tmp_path / "rows.jsonl"
+    append_rows(p, [{"a": 1}, {"a": 2}])
+    with open(p, "ab") as f:
+        f.write(b'{"a": 3, "b"')  # killed mid-write
+    assert [r["a"] for r in read_rows(p)] == [1, 2]
+    assert repair(p) > 0
+    append_rows(p, [{"a": 4}])
+    assert [r["a"] for r in read_rows(p)] == [1, 2, 4]
+    p.write_text('{"a": 1}\nnot json\n{"a": 2}\n')
+    with pytest.raises(UserError, match=r"rows.jsonl:2: corrupt"):
+        read_rows(p)
+
+
+@pytest.mark.integration
+def test_sigkill_mid_sweep_then_resume_loses_and_duplicates_nothing(tmp_path):
+    spec = {**SPEC, "seeds": [0, 1], "method": {"lfpo": {"beta": 1.0}}}  # 4 cells
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "lfpo_bench.cli", "sweep", "--config", str(path), "--out", str(out)]
+    env = {**os.environ, "LFPO_BENCH_PROGRESS": "0"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "cells.jsonl").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = read_rows(out / "cells.jsonl")
+    assert 1 <= len(first) < 4, "the kill should land after the first cell and before the last"
+    # simulate a torn append from the kill as well
+    with open(out / "rows.jsonl", "ab") as f:
+        f.write(b'{"cell": "x", "method"')
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    cells = read_rows(out / "cells.jsonl")
+    statuses = [c["cell"] for c in cells if c["status"] == "done"]
+    assert len(statuses) == len(set(statuses)) == 4, "a cell ran twice or is missing"
+    rows = read_rows(out / "rows.jsonl")
+    keys = [(r["cell"], r["steps"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 4 * 2
+    assert {r["cell"] for r in rows} == set(statuses)
+    json.dumps(rows)  # every row is plain JSON
