@@ -319,7 +319,6 @@ class Trainer:
         examples = [self.train_examples[i] for i in mine]
         prompt_keys = list(range(self.dist.rank * P, (self.dist.rank + 1) * P))
         entry: dict[str, Any] = {"update": u}
-        self.counter.grad_rows = self.counter.nograd_rows = 0
         t0 = time.perf_counter()
         if method.needs_rollouts:
             batch, texts, t_gen, t_score = rollout(lm, self.task, examples, method, cfg, self.bank, u, prompt_keys)
@@ -340,6 +339,7 @@ class Trainer:
             batch = reference_batch(lm, self.task, examples, cfg)
             entry["groups_used"] = len(examples)
         t_upd = time.perf_counter()
+        self.counter.grad_rows = self.counter.nograd_rows = 0  # count the optimisation passes only
         metrics: dict[str, float] = {}
         losses = []
         if batch is not None and getattr(method, "trains", True):
