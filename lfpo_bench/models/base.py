@@ -38,6 +38,8 @@ class DiffusionLM:
     prediction for position i, whatever the family's native convention.
     """
 
+    supports_cache = False  # prefix KV cache (``forward_with_cache`` / ``forward_suffix``); see models/hf.py
+
     def __init__(self, module: nn.Module, tokenizer, profile: FamilyProfile, name: str):
         self.module = module
         self.tokenizer = tokenizer

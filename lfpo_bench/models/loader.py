@@ -4,6 +4,7 @@ Specs:
 
 - ``tiny``: the built-in tiny model pretrained on the task's synthetic task (trained on first use, cached);
 - ``tiny:<task>``: pretrained on that synthetic task; ``tiny-random``: untrained, for tests and benchmarks;
+- ``tiny-llada``: a tiny random checkpoint in the official LLaDA layout (exercises the real-model path);
 - a local folder: a saved tiny checkpoint, a native LLaDA checkpoint, or any HF checkpoint of a known family;
 - a hub id (``GSAI-ML/LLaDA-8B-Instruct``, ``Dream-org/Dream-v0-Instruct-7B``, ``apple/DiffuCoder-7B-cpGRPO``):
   loaded from the local HF cache; offline with no cached copy, the error says how to get one.
@@ -93,6 +94,18 @@ def _load_tiny_dir(path: Path, device, dtype) -> DiffusionLM:
 
 def load_model(spec: str, *, task=None, device: str | torch.device = "cpu", dtype=None, quiet: bool = False) -> DiffusionLM:
     """Resolve ``spec`` (see module docstring) to a ``DiffusionLM`` on ``device``."""
+    if spec == "tiny-llada":
+        from ..paths import cache_dir
+        from .llada.tiny import make_tiny_llada
+
+        path = cache_dir() / "models" / "tiny-llada-v1"
+        if not (path / "config.json").exists():
+            make_tiny_llada(path)
+        from .hf import load_hf
+
+        lm = load_hf(str(path), model_type="llada", device=device, dtype=dtype)
+        lm.name = "tiny-llada"
+        return lm
     if spec == "tiny-random":
         lm = new_tiny(0)
         lm.module.to(device).eval()
