@@ -43,10 +43,6 @@ class CoupledGRPO(Method):
     name = "coupled_grpo"
     Config = CoupledGRPOConfig
 
-    @property
-    def uses_ref(self) -> bool:  # type: ignore[override]
-        return self.cfg.kl_beta > 0
-
     def advantages(self, rewards, G):
         return rloo(rewards, G)
 
@@ -55,13 +51,7 @@ class CoupledGRPO(Method):
                              gen=mask_generator(ctx.mask_seed(it, m)), t_low=self.cfg.t_low, t_high=self.cfg.t_high)
 
     def prepare(self, ctx, mb, m):
-        with torch.no_grad():
-            old = [self._logps(ctx, mb, it, m) for it in range(self.mu)]
-            ref = []
-            if self.uses_ref:
-                with ctx.use("ref"):
-                    ref = [self._logps(ctx, mb, it, m) for it in range(self.mu)]
-        return {"old": old, "ref": ref}
+        return self.old_and_ref(ctx, self._logps, mb, m)
 
     def loss(self, ctx, mb, state, it, m, chunk=0):
         lp = self._logps(ctx, mb, it, m)

@@ -47,22 +47,12 @@ class DiffuGRPO(Method):
     def task_defaults(cls, task: str) -> dict:
         return {"mu": 8} if task.startswith(("countdown", "sudoku")) else {}
 
-    @property
-    def uses_ref(self) -> bool:  # type: ignore[override]
-        return self.cfg.kl_beta > 0
-
     def _logps(self, ctx, mb, it, m):
         return one_step_logps(ctx.policy, mb.prompt_ids, mb.prompt_mask, mb.completion_ids, mask_id=mb.mask_id,
                               p_mask_prompt=self.cfg.p_mask_prompt, gen=mask_generator(ctx.mask_seed(it, m)))
 
     def prepare(self, ctx, mb, m):
-        with torch.no_grad():
-            old = [self._logps(ctx, mb, it, m) for it in range(self.mu)]  # [N, L] each
-            ref = []
-            if self.uses_ref:
-                with ctx.use("ref"):
-                    ref = [self._logps(ctx, mb, it, m) for it in range(self.mu)]
-        return {"old": old, "ref": ref}
+        return self.old_and_ref(ctx, self._logps, mb, m)
 
     def loss(self, ctx, mb, state, it, m, chunk=0):
         lp = self._logps(ctx, mb, it, m)  # [N, L]

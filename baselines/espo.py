@@ -52,10 +52,6 @@ class ESPO(Method):
     def task_defaults(cls, task: str) -> dict:
         return {"kl_beta": 1e-2} if task.startswith("sudoku") else {}
 
-    @property
-    def uses_ref(self) -> bool:  # type: ignore[override]
-        return self.cfg.kl_beta > 0
-
     def advantages(self, rewards, G):
         return rloo(rewards, G)
 
@@ -64,13 +60,7 @@ class ESPO(Method):
                          gen=mask_generator(ctx.mask_seed(it, m)), n_draws=self.cfg.n_draws)
 
     def prepare(self, ctx, mb, m):
-        with torch.no_grad():
-            old = [self._elbo(ctx, mb, it, m) for it in range(self.mu)]
-            ref = []
-            if self.uses_ref:
-                with ctx.use("ref"):
-                    ref = [self._elbo(ctx, mb, it, m) for it in range(self.mu)]
-        return {"old": old, "ref": ref}
+        return self.old_and_ref(ctx, self._elbo, mb, m)
 
     def loss(self, ctx, mb, state, it, m, chunk=0):
         elbo = self._elbo(ctx, mb, it, m)  # [N]

@@ -46,6 +46,7 @@ class TraceRL(Method):
 
     name = "trace_rl"
     Config = TraceRLConfig
+    uses_ref = False  # its KL is against the old (rollout-time) policy, kept in ``prepare``
 
     def advantages(self, rewards, G):
         return zscore(rewards, G)

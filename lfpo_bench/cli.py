@@ -195,6 +195,7 @@ def sweep(
 @app.command()
 def table(
     paths: list[str] = typer.Argument(..., help="rows.jsonl files or sweep/run folders"),
+    metric: str = typer.Option("accuracy", help="accuracy (the task score) or an extra metric such as solved"),
     fmt: str = typer.Option("markdown", "--format", help="markdown | csv | latex"),
     paired_vs: Optional[str] = typer.Option(None, help="mark differences significant against this method (†)"),
     target: Optional[float] = typer.Option(None, help="equal-accuracy view: accuracy to reach, e.g. 0.6"),
@@ -208,9 +209,9 @@ def table(
 
     if fmt not in ("markdown", "csv", "latex"):
         raise UserError(f"--format must be markdown, csv or latex, got {fmt!r}")
-    df = report.load_rows(paths)
+    df = report.load_rows(paths, metric=metric)
     mixed = report.check_provenance(df, allow_mixed=allow_mixed or not check)
-    parts = ["accuracy (%), mean ± 95% CI half-width over problems and seeds" + ("; † significant vs " + paired_vs if paired_vs else ""),
+    parts = [f"{metric} (%), mean ± 95% CI half-width over problems and seeds" + ("; † significant vs " + paired_vs if paired_vs else ""),
              report.render(report.comparison_table(df, paired_vs=paired_vs, fmt=fmt), fmt), "",
              "mean NFE / p50 latency / tokens per s", report.render(report.latency_table(df), fmt)]
     if target is not None:
@@ -243,6 +244,36 @@ def plot(
         files += P.training_curves(runs, out)
     for f in files:
         console.print(f"wrote {f}")
+
+
+@app.command("lm-eval")
+def lm_eval_cmd(
+    model: str = typer.Option("tiny", help="tiny | checkpoint folder | hub id"),
+    tasks: str = typer.Option(..., help="comma-separated lm-eval task names"),
+    include_path: Optional[str] = typer.Option(None, help="folder of extra task YAMLs (e.g. local-data tasks)"),
+    limit: Optional[int] = typer.Option(None, help="documents per task"),
+    num_fewshot: Optional[int] = typer.Option(None),
+    gen_length: int = typer.Option(256), steps: int = typer.Option(128), block_length: int = typer.Option(32),
+    mc_num: int = typer.Option(128, help="Monte-Carlo draws of the loglikelihood estimate"),
+    device: str = typer.Option("auto"),
+    out: Optional[str] = typer.Option(None, help="write lm-eval's results JSON here"),
+) -> None:
+    """Run lm-evaluation-harness tasks with the harness sampler (model registered as `lfpo-dllm`)."""
+    import json as _json
+
+    from .lm_eval_adapter import run_lm_eval
+    from .runner import resolve_device
+
+    res = run_lm_eval(model, [t for t in tasks.split(",") if t], include_path=include_path, limit=limit,
+                      device=resolve_device(device), num_fewshot=num_fewshot,
+                      model_args={"gen_length": gen_length, "steps": steps, "block_length": block_length, "mc_num": mc_num})
+    if res is None:  # not rank 0
+        return
+    console.print_json(_json.dumps(res["results"], default=str))
+    if out:
+        from pathlib import Path
+
+        Path(out).write_text(_json.dumps(res["results"], indent=2, default=str))
 
 
 def main() -> None:

@@ -133,6 +133,7 @@ def evaluate(
     show_progress: bool = True,
     samples_out=None,
     n_samples: int = 1,
+    dist=None,
 ) -> list[ResultRow]:
     """One ``ResultRow`` per decoding setting. ``extra`` is merged into each row's ``config``.
 
@@ -148,22 +149,39 @@ def evaluate(
         raise UserError(f"task {task.name!r} split {split!r} has no examples")
     if n_samples > 1 and any(d.temperature <= 0 for d in decodings):
         raise UserError("--n-samples > 1 needs sampling: set --temperature > 0 (greedy decoding repeats itself)")
-    examples = [e for e in problems for _ in range(n_samples)]
+    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+    mine = list(range(rank, len(problems), world))
+    examples = [problems[i] for i in mine for _ in range(n_samples)]
     lm.eval()
     rows = []
     total = len(examples) * len(decodings)
-    with progress_bar(f"eval {task.name}/{split}", total=total, enabled=show_progress) as bar:
+    with progress_bar(f"eval {task.name}/{split}", total=total, enabled=show_progress and rank == 0) as bar:
         for dec in decodings:
-            gen = torch.Generator(device=lm.device).manual_seed(seed)
+            gen = torch.Generator(device=lm.device).manual_seed(seed + rank)
             comp = complete(lm, task, examples, dec, batch_size=batch_size, generator=gen, bar=bar)
             scored = task.score_batch(examples, comp.texts)
             if samples_out is not None:
                 samples_out(dec, examples, comp, scored)
+            if world > 1:  # gather every rank's share, back in problem order
+                parts = dist.gather_objects((mine, comp.texts, comp.nfe, comp.latency_ms, comp.seconds, scored))
+                order, texts, nfe_all, lat, secs, sc = [], [], [], [], 0.0, []
+                for idx, t, nf, la, se, s_ in parts:
+                    order += [i for i in idx for _ in range(n_samples)]
+                    texts += t
+                    nfe_all += nf
+                    lat += la
+                    secs = max(secs, se)
+                    sc += s_
+                perm = sorted(range(len(order)), key=lambda j: (order[j], j))
+                comp = Completions([texts[j] for j in perm], [nfe_all[j] for j in perm], [lat[j] for j in perm], secs)
+                scored = [sc[j] for j in perm]
             per_sample = [s.score for s in scored]
             scores = [float(np.mean(per_sample[i : i + n_samples])) for i in range(0, len(per_sample), n_samples)]
             nfe = [float(np.mean(comp.nfe[i : i + n_samples])) for i in range(0, len(comp.nfe), n_samples)]
             metric_names = sorted({k for s in scored for k in s.metrics})
             metrics = {k: float(np.mean([s.metrics.get(k, 0.0) for s in scored])) for k in metric_names}
+            metric_scores = {k: [float(np.mean([s.metrics.get(k, 0.0) for s in scored[i : i + n_samples]]))
+                                 for i in range(0, len(scored), n_samples)] for k in metric_names}
             if n_samples > 1:
                 from .codeexec import pass_at_k
 
@@ -183,7 +201,7 @@ def evaluate(
                     latency_ms_p50=float(np.percentile(comp.latency_ms, 50)),
                     latency_ms_p95=float(np.percentile(comp.latency_ms, 95)),
                     tokens_per_s=dec.gen_length * len(examples) / max(comp.seconds, 1e-9),
-                    metrics=metrics, scores=scores, problem_ids=[e.id for e in problems], nfe=nfe,
+                    metrics=metrics, scores=scores, metric_scores=metric_scores, problem_ids=[e.id for e in problems], nfe=nfe,
                     git_sha=git_sha(), config_hash=config_hash(cfg), dataset_sha256=sha,
                     device=device_name(lm.device), torch_version=torch_version(),
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"), config=cfg,

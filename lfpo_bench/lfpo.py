@@ -126,10 +126,6 @@ class LFPO(Method):
     rollout_policy = "old"
     uses_old = True
 
-    @property
-    def uses_ref(self) -> bool:  # type: ignore[override]
-        return self.cfg.kl_beta > 0
-
     def advantages(self, rewards, G):
         return group_center(rewards, G, scale_std=self.cfg.scale_std)
 

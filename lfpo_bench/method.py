@@ -13,8 +13,8 @@ micro-batching, checkpoints), so all methods are compared under the same loop. H
 - ``after_step(ctx)``: after each optimiser step (LFPO: EMA update of the old policy).
 
 Class attributes tell the trainer what bookkeeping to do: ``needs_rollouts``, ``rollout_policy``
-("current" or "old"), ``uses_ref`` (a frozen reference policy), ``uses_old`` (a parameter copy updated by
-``ctx.ema_update``).
+("current" or "old"), ``uses_old`` (a parameter copy updated by ``ctx.ema_update``); ``uses_ref`` (a frozen
+reference policy) is true when the config has a positive ``kl_beta``.
 """
 
 from __future__ import annotations
@@ -47,13 +47,17 @@ class Method:
     Config: ClassVar[type]
     needs_rollouts: ClassVar[bool] = True
     rollout_policy: ClassVar[str] = "current"
-    uses_ref: ClassVar[bool] = False
     uses_old: ClassVar[bool] = False
 
     def __init__(self, cfg=None):
         self.cfg = cfg if cfg is not None else self.Config()
 
     # knobs the trainer reads; a Config may omit them
+    @property
+    def uses_ref(self) -> bool:
+        """A frozen reference policy is kept when the config has a positive ``kl_beta``."""
+        return float(getattr(self.cfg, "kl_beta", 0.0)) > 0
+
     @property
     def mu(self) -> int:
         return int(getattr(self.cfg, "mu", 1))
@@ -86,6 +90,18 @@ class Method:
 
     def after_step(self, ctx: TrainContext) -> None:
         return None
+
+    def old_and_ref(self, ctx: TrainContext, estimate, mb: RolloutBatch, m: int) -> dict:
+        """For PPO-style methods: ``estimate(ctx, mb, it, m)`` under no grad, once per inner iteration with that
+        iteration's masks, with the current (pre-update) parameters ("old", as at rollout time) and, when the
+        method uses a reference policy, with the reference parameters."""
+        with torch.no_grad():
+            old = [estimate(ctx, mb, it, m) for it in range(self.mu)]
+            ref = []
+            if self.uses_ref:
+                with ctx.use("ref"):
+                    ref = [estimate(ctx, mb, it, m) for it in range(self.mu)]
+        return {"old": old, "ref": ref}
 
 
 # ---- shared maths ------------------------------------------------------------------------------------

@@ -22,9 +22,10 @@ from .results import read_rows
 from .types import UserError
 
 
-def load_rows(paths: Iterable[str | Path], stage: str | None = "after") -> pd.DataFrame:
+def load_rows(paths: Iterable[str | Path], stage: str | None = "after", metric: str = "accuracy") -> pd.DataFrame:
     """Rows from JSONL files or folders (``rows.jsonl`` inside), as a DataFrame; ``stage`` keeps only
-    trained-and-evaluated rows ("after"; plain ``eval`` rows are kept too)."""
+    trained-and-evaluated rows ("after"; plain ``eval`` rows are kept too). ``metric``: "accuracy" (the
+    task score) or one of the task's extra metrics (e.g. "solved"), which then becomes ``scores``."""
     recs = []
     for p in paths:
         p = Path(p)
@@ -37,11 +38,26 @@ def load_rows(paths: Iterable[str | Path], stage: str | None = "after") -> pd.Da
                 recs.append(r)
     if not recs:
         raise UserError("no result rows found")
+    if metric != "accuracy":
+        missing = [r.get("run_id") or r["_source"] for r in recs if metric not in (r.get("metric_scores") or {})]
+        if missing:
+            raise UserError(f"metric {metric!r} has no per-problem values in {len(missing)} row(s) (e.g. {missing[0]}); "
+                            "rows written before per-problem metrics were recorded support only 'accuracy'")
+        for r in recs:
+            r["scores"] = r["metric_scores"][metric]
     df = pd.DataFrame(recs)
     if stage is not None and "stage" in df:
         df = df[df["stage"].isin([stage, "eval"])]
     df["setting"] = df.apply(setting_label, axis=1)
     return df.reset_index(drop=True)
+
+
+def setting_order(label: str) -> tuple:
+    """Sort key for setting labels: length, block, fixed steps ascending, then thresholds descending."""
+    L, b, dec = label.split("/", 2)
+    if dec.startswith("s"):
+        return (int(L[1:]), int(b[1:]), 0, int(dec[1:]))
+    return (int(L[1:]), int(b[1:]), 1, -float(dec.split("=")[1]))
 
 
 def setting_label(r) -> str:
@@ -137,8 +153,11 @@ def comparison_table(df: pd.DataFrame, paired_vs: str | None = None, alpha: floa
     df = df.copy()
     df["method_label"] = df.apply(method_label, axis=1)
     table: dict[str, dict[str, str]] = {}
-    for (t, s), g in summ.groupby(["task", "setting"], sort=True):
+    cols: list[str] = []
+    groups = sorted(summ.groupby(["task", "setting"]), key=lambda kv: (kv[0][0], setting_order(kv[0][1])))
+    for (t, s), g in groups:
         col = f"{t} {s}"
+        cols.append(col)
         best = g["mean"].max()
         base = None
         if paired_vs is not None:
@@ -155,13 +174,16 @@ def comparison_table(df: pd.DataFrame, paired_vs: str | None = None, alpha: floa
                 if paired_p(a, b) < alpha:
                     mark = "†"
             table.setdefault(r["method"], {})[col] = _fmt_cell(r["mean"], r["lo"], r["hi"], r["mean"] == best, mark, fmt)
-    return pd.DataFrame(table).T.sort_index()
+    return pd.DataFrame(table).T.sort_index()[cols]
 
 
 def latency_table(df: pd.DataFrame) -> pd.DataFrame:
     summ = summarize(df, n_boot=200)
     summ["cell"] = summ.apply(lambda r: f"{r['nfe']:.1f} / {r['ms']:.2f} ms / {r['tok_s']:.0f}", axis=1)
-    return summ.pivot_table(index="method", columns=["task", "setting"], values="cell", aggfunc="first")
+    summ["col"] = summ["task"] + " " + summ["setting"]
+    t = summ.pivot_table(index="method", columns="col", values="cell", aggfunc="first")
+    order = sorted(t.columns, key=lambda c: (c.split(" ")[0], setting_order(c.split(" ", 1)[1])))
+    return t[order]
 
 
 def equal_accuracy(df: pd.DataFrame, target: float, baseline: str | None = None) -> pd.DataFrame:

@@ -42,6 +42,7 @@ class RunArgs:
     temperature: float = 0.0  # evaluation temperature
     remasking: str = "low_confidence"  # evaluation remasking
     use_cache: bool = False
+    steps_ratio: float | None = None  # evaluation steps = ratio x gen length (overrides eval_steps), e.g. 0.5
     split: str | None = None  # evaluation split (default: the task's test split)
     eval_limit: int | None = None
     batch_size: int = 128
@@ -96,59 +97,71 @@ class RunResult:
 
 
 def run(a: RunArgs) -> RunResult:
+    """See the module docstring. Under ``accelerate launch`` every rank runs this; rank 0 alone writes."""
+    from .distributed import world
+    from .models.adapters import prepare_for_training
     from .models.loader import load_model, save_model
 
     r = resolve(a)
     task, method = r.task, r.method
+    dist = world()
     device = resolve_device(a.device)
     run_dir = Path(a.out_dir) / r.run_id
     rows_path = run_dir / "rows.jsonl"
     if rows_path.exists() and not a.resume:
         raise UserError(f"{run_dir} already holds a finished or partial run; pass --resume to continue it or --run-id NAME")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps({**r.config, "git_sha": git_sha(), "seed": a.seed,
-                                                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2))
-    lm = load_model(r.model, task=task, device=device, quiet=not a.show_progress)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps({**r.config, "git_sha": git_sha(), "seed": a.seed, "world_size": dist.world_size,
+                                                          "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2))
+    lm = load_model(r.model, task=task, device=device, quiet=not a.show_progress, load_in_4bit=r.train.load_in_4bit)
     model_name = lm.name if r.model == "tiny" else r.model
     decodings = [d for L in (a.gen_lengths or [None]) for blk in (a.block_lengths or [None])
-                 for d in decoding_grid(task, gen_length=L, block_length=blk, steps=a.eval_steps or None, thresholds=a.thresholds,
+                 for d in decoding_grid(task, gen_length=L, block_length=blk, thresholds=a.thresholds,
+                                        steps=[max(1, int((L or task.gen_length) * a.steps_ratio))] if a.steps_ratio else (a.eval_steps or None),
                                         temperature=a.temperature, remasking=a.remasking, use_cache=a.use_cache)]
     extra = {"run": r.config}
 
     def rows_for(stage: str, ckpt: str) -> list[ResultRow]:
         rows = evaluate(lm, task, decodings, split=a.split, seed=a.seed, batch_size=a.batch_size, limit=a.eval_limit,
-                        method=method.name, model_name=model_name, extra=extra, show_progress=a.show_progress)
+                        method=method.name, model_name=model_name, extra=extra, show_progress=a.show_progress, dist=dist)
         for row in rows:
             row.stage, row.run_id, row.checkpoint = stage, r.run_id, ckpt
             row.config = {**row.config, "stage": stage}
             row.config_hash = config_hash(row.config)
         return rows
 
+    def write(rows: list[ResultRow]) -> None:
+        if dist.is_main:
+            append_rows(rows_path, [x.to_dict() for x in rows])
+
     done = {row["stage"] for row in read_rows(rows_path)}
+    after: list[ResultRow] = []
     trains = getattr(method, "trains", True)
     if a.eval_before and trains and "before" not in done:
-        append_rows(rows_path, [x.to_dict() for x in rows_for("before", "start")])
-
+        write(rows_for("before", "start"))
     if trains and "after" in done:  # finished earlier: nothing left to do
         result, ckpt = TrainResult(), str(run_dir / "checkpoint")
     elif trains:
+        prepare_for_training(lm, r.train)
         train_task = make_task(task.train_task) if task.train_task else task
-        trainer = Trainer(lm, train_task, method, r.train, run_dir, show_progress=a.show_progress)
+        trainer = Trainer(lm, train_task, method, r.train, run_dir, show_progress=a.show_progress, dist=dist)
         result = trainer.fit(resume=a.resume)
         if result.selected is not None:
             load_trainable(lm.module, result.selected)
         ckpt = str(run_dir / "checkpoint")
-        save_model(lm, ckpt)
-        Path(ckpt, "selection.json").write_text(json.dumps({"selected_update": result.best_update, "val_acc": result.best_val,
-                                                            "rule": r.train.select}))
+        if dist.is_main:
+            save_model(lm, ckpt)
+            Path(ckpt, "selection.json").write_text(json.dumps({"selected_update": result.best_update, "val_acc": result.best_val,
+                                                                "rule": r.train.select}))
     else:  # `none`: the starting policy is the result; nothing to train or save
         result, ckpt = TrainResult(), r.model
     if "after" not in done:
         after = rows_for("after", ckpt)
         for row in after:
             row.config = {**row.config, "selected_update": result.best_update}
-        append_rows(rows_path, [x.to_dict() for x in after])
-    rows = [ResultRow(**d) for d in read_rows(rows_path)]
+        write(after)
+    dist.barrier()
+    rows = [ResultRow(**d) for d in read_rows(rows_path)] if dist.is_main else after
     return RunResult([x for x in rows if x.stage == "before"], [x for x in rows if x.stage == "after"], run_dir,
                      result.history, result.best_update, result.seconds)
-

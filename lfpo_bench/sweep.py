@@ -13,7 +13,7 @@ A sweep file (YAML) names everything by registry key; every list expands:
     eval:                                    # decoding settings evaluated in every cell
       gen_length: 16                         # one value or a list
       block_length: 16
-      steps: [1, 2, 4, 8, 16]
+      steps: [1, 2, 4, 8, 16]                # or steps_ratio: 0.5 (steps = L/2 for each gen_length)
       thresholds: [0.9]
       temperature: 0.0
       limit: null
@@ -47,8 +47,9 @@ from .types import UserError
 
 log = logging.getLogger(__name__)
 TOP_KEYS = {"name", "methods", "tasks", "models", "seeds", "train", "method", "eval", "data"}
-EVAL_KEYS = {"gen_length", "block_length", "steps", "thresholds", "temperature", "remasking", "limit", "batch_size",
-             "use_cache", "cfg_scale", "stop_at_eos", "split"}
+EVAL_KEYS = {"gen_length", "block_length", "steps", "steps_ratio", "thresholds", "temperature", "remasking", "limit",
+             "batch_size", "use_cache", "cfg_scale", "stop_at_eos", "split"}
+PRESETS = Path(__file__).parent / "presets"
 
 
 def _list(v) -> list:
@@ -172,6 +173,7 @@ def run_cell(cell: Cell, out: Path, device: str, show_progress: bool) -> list[di
         gen_lengths=[int(x) for x in _list(ev.get("gen_length") or [])], block_lengths=[int(x) for x in _list(ev.get("block_length") or [])],
         temperature=float(ev.get("temperature", 0.0)), remasking=str(ev.get("remasking", "low_confidence")),
         split=ev.get("split"), use_cache=bool(ev.get("use_cache", False)),
+        steps_ratio=float(ev["steps_ratio"]) if ev.get("steps_ratio") is not None else None,
     ))
     rows = []
     for r in res.after:
@@ -187,6 +189,8 @@ def sweep(spec_path: str, out: str | None = None, device: str = "auto", retry_fa
     from .progress import progress_bar
     from .runner import resolve_device
 
+    if not Path(spec_path).exists() and (PRESETS / f"{spec_path}.yaml").exists():
+        spec_path = str(PRESETS / f"{spec_path}.yaml")  # a shipped preset by name (d1, llada)
     spec = load_file(spec_path)
     cells = expand(spec, spec_path)
     out_dir = Path(out or Path("results") / "sweeps" / str(spec.get("name") or Path(spec_path).stem))

@@ -64,6 +64,11 @@ class TrainConfig:
     val_steps: int | None = None  # greedy validation steps (None: rollout steps)
     select: str = "best_val"  # "best_val" | "last": which checkpoint `run` evaluates
     checkpoint_every: int = 20  # checkpoint every N updates (0: only at the end)
+    lora_r: int | None = None  # LoRA rank (None: family default, 0 for the tiny model = full fine-tune, 128 otherwise)
+    lora_alpha: float = 64.0  # LoRA alpha (reference LLaDA runs: r=128, alpha=64)
+    lora_dropout: float = 0.05  # LoRA dropout
+    gradient_checkpointing: bool = False  # recompute activations in backward (large models)
+    load_in_4bit: bool = False  # QLoRA: NF4 base weights via bitsandbytes (CUDA only), as d1 trains
     seed: int = 0  # all training randomness derives from it
 
     def __post_init__(self):
@@ -140,6 +145,9 @@ class Dist:
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         return t
+
+    def gather_objects(self, obj) -> list:
+        return [obj]
 
     def barrier(self) -> None:
         return None
@@ -250,7 +258,10 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda)
         self.ctx = Context(policy=lm, bank=self.bank, seed=cfg.seed, device=lm.device)
         self.counter = Counter()
-        self.module.register_forward_pre_hook(self.counter.hook, with_kwargs=True)
+        old = getattr(self.module, "_lfpo_counter_hook", None)
+        if old is not None:  # one counting hook per module, however many trainers were built on it
+            old.remove()
+        self.module._lfpo_counter_hook = self.module.register_forward_pre_hook(self.counter.hook, with_kwargs=True)
         self.train_examples = task.load(task.train_split)
         if not self.train_examples:
             raise UserError(f"task {task.name!r} has no training examples in split {task.train_split!r}")
@@ -298,7 +309,7 @@ class Trainer:
         L = cfg.rollout_gen_length or task.gen_length
         dec = Decoding(L, cfg.val_steps or cfg.rollout_steps or task.steps, cfg.rollout_block_length or min(task.block_length, L))
         rows = evaluate(self.lm, task, [dec], split=task.val_split, seed=cfg.seed, limit=cfg.val_limit,
-                        show_progress=False, batch_size=max(64, cfg.rollout_batch))
+                        show_progress=False, batch_size=max(64, cfg.rollout_batch), dist=self.dist)
         self.lm.train()
         return rows[0].accuracy
 

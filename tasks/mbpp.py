@@ -12,6 +12,7 @@ from lfpo_bench.code_task import CodeTask
 from lfpo_bench.codeexec import extract_code, mbpp_check, plus_check, sanitize
 from lfpo_bench.data import load_split, require, url_source
 from lfpo_bench.registry import TASKS
+from lfpo_bench.task import LLADA_TRAIN
 from lfpo_bench.sandbox import Job
 from lfpo_bench.types import Example
 
@@ -72,6 +73,7 @@ class MBPP(CodeTask):
     description = "MBPP (full) test 11-510: assert lines in the sandbox"
     source = "google-research mbpp.jsonl (HF google-research-datasets/mbpp)"
     default_model = "GSAI-ML/LLaDA-8B-Instruct"
+    train_defaults = LLADA_TRAIN
     tiny_pretrain = "toy-code"
     splits = ("train", "validation", "test", "prompt")
     gen_length = 256

@@ -23,7 +23,7 @@ from functools import lru_cache
 
 from lfpo_bench.data import load_split, require, url_source
 from lfpo_bench.registry import TASKS
-from lfpo_bench.task import Task
+from lfpo_bench.task import LLADA_TRAIN, Task
 from lfpo_bench.types import Example, UserError
 
 D1_TEST_URL = "https://raw.githubusercontent.com/dllm-reasoning/d1/main/dataset/4x4_test_sudoku.csv"
@@ -184,6 +184,7 @@ class Sudoku(_SudokuBase):
     description = "4x4 Sudoku as in d1/SPG (LLaDA prompts); test = SPG leak-free split, test_d1 = d1's 256"
     source = "SPG test_sudoku_split_new.csv; d1 4x4_test_sudoku.csv (GitHub)"
     default_model = "GSAI-ML/LLaDA-8B-Instruct"
+    train_defaults = LLADA_TRAIN
     tiny_pretrain = "sudoku4"
     splits = ("train", "validation", "test", "test_d1")
     gen_length = 256

@@ -54,7 +54,7 @@ def test_prefix_kv_cache_reproduces_the_full_forward(tiny_llada_module):
     am = torch.ones_like(x)
     am[1, :3] = 0
     full = m(input_ids=x, attention_mask=am, prefix_len=7)
-    suffix = m(input_ids=x[:, 7:], attention_mask=am, past_key_values=full.past_key_values).logits
+    suffix = m(input_ids=x[:, 7:], attention_mask=am, past_key_values=full.prefix_cache).logits
     assert torch.allclose(suffix, full.logits[:, 7:], atol=1e-5)
 
 
@@ -114,3 +114,32 @@ def test_hub_id_offline_says_how_to_get_the_model(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(UserError, match="huggingface-cli download GSAI-ML/LLaDA-8B-Instruct"):
         load_model("GSAI-ML/LLaDA-8B-Instruct")
+
+
+@pytest.mark.integration
+def test_a_saved_tiny_llada_checkpoint_runs_through_lfpo_run_with_lora(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from lfpo_bench.models.llada.tiny import make_tiny_llada
+
+    ckpt = make_tiny_llada(tmp_path / "ckpt")
+    cmd = [sys.executable, "-m", "lfpo_bench.cli", "run", "--model", str(ckpt), "--method", "lfpo", "--task", "sudoku4",
+           "--updates", "2", "--steps", "4", "--limit", "8", "--out-dir", str(tmp_path / "runs"), "--run-id", "r",
+           "--set", "train.val_limit=4", "--set", "train.prompts_per_update=2", "--set", "train.group_size=2",
+           "--set", "train.lora_r=8", "--set", "train.rollout_steps=4", "--set", "train.select=last"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "LFPO_BENCH_PROGRESS": "0"}, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = tmp_path / "runs" / "r" / "checkpoint"
+    assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
+    again = load_model(str(out))  # base model + adapters, as a user would reload the run
+    assert "lora" in type(again.module).__module__.lower() or hasattr(again.module, "peft_config")
+
+
+def test_4bit_loading_on_a_cpu_is_a_clear_error():
+    from lfpo_bench.models.hf import quantization_config
+
+    assert quantization_config(False, "cpu") is None
+    with pytest.raises(UserError, match="needs a CUDA device"):
+        quantization_config(True, "cpu")

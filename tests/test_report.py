@@ -129,3 +129,18 @@ def test_table_cli_on_fixture_rows(rows_file):
     assert res.exit_code == 0, res.output
     assert "†" in res.output and "equal accuracy" in res.output and "code abc" in res.output
     assert isinstance(pd.__version__, str)
+
+
+def test_extra_metrics_report_per_problem_values_and_old_rows_say_why_not(tmp_path):
+    import json
+
+    r = row("m", 2, [1.0, 0.5, 0.25, 1.0])
+    r["metric_scores"] = {"solved": [1.0, 0.0, 0.0, 1.0]}
+    p = tmp_path / "rows.jsonl"
+    p.write_text(json.dumps(r) + "\n")
+    df = report.load_rows([p], metric="solved")
+    assert df["scores"][0] == [1.0, 0.0, 0.0, 1.0]
+    old = tmp_path / "old.jsonl"
+    old.write_text(json.dumps(row("m", 2, [1.0])) + "\n")
+    with pytest.raises(UserError, match="no per-problem values"):
+        report.load_rows([old], metric="solved")

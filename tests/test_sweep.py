@@ -90,3 +90,13 @@ def test_sigkill_mid_sweep_then_resume_loses_and_duplicates_nothing(tmp_path):
     assert len(keys) == len(set(keys)) == 4 * 2
     assert {r["cell"] for r in rows} == set(statuses)
     json.dumps(rows)  # every row is plain JSON
+
+
+def test_shipped_presets_expand_and_use_steps_ratio():
+    from lfpo_bench.config import load_file
+    from lfpo_bench.sweep import PRESETS
+
+    d1 = expand(load_file(PRESETS / "d1.yaml"))
+    assert {c.task for c in d1} == {"gsm8k", "math500", "countdown", "sudoku"}
+    assert all(c.eval_cfg["steps_ratio"] == 0.5 and c.eval_cfg["gen_length"] == [128, 256, 512] for c in d1)
+    assert expand(load_file(PRESETS / "llada.yaml"))

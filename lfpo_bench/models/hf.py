@@ -109,16 +109,33 @@ class CachedDiffusionLM(DiffusionLM):
 
     def forward_with_cache(self, x, am, prefix_len: int):
         out = self.module(input_ids=x, attention_mask=am, prefix_len=prefix_len)
-        return out.logits, out.past_key_values
+        return out.logits, out.prefix_cache
 
     def forward_suffix(self, x_suffix, am, cache):
         return self.module(input_ids=x_suffix, attention_mask=am, past_key_values=cache).logits
 
 
-def load_hf(spec: str, model_type: str | None, device="cpu", dtype=None) -> DiffusionLM:
+def quantization_config(load_in_4bit: bool, device):
+    """bitsandbytes 4-bit NF4 (QLoRA, as d1 trains) - CUDA only."""
+    if not load_in_4bit:
+        return None
+    if torch.device(device).type != "cuda":
+        raise UserError("4-bit loading needs a CUDA device (bitsandbytes); drop load_in_4bit on this machine")
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError as e:
+        raise UserError("4-bit loading needs bitsandbytes: pip install bitsandbytes") from e
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+                              bnb_4bit_use_double_quant=True)
+
+
+def load_hf(spec: str, model_type: str | None, device="cpu", dtype=None, load_in_4bit: bool = False) -> DiffusionLM:
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     path = resolve_path(spec)
+    qcfg = quantization_config(load_in_4bit, device)
+    qkw = {"quantization_config": qcfg, "device_map": {"": torch.device(device).index or 0}} if qcfg else {}
     if model_type is None:
         import json
 
@@ -128,15 +145,16 @@ def load_hf(spec: str, model_type: str | None, device="cpu", dtype=None) -> Diff
     if family == "llada":
         from .llada import LLaDAModelLM
 
-        module = LLaDAModelLM.from_pretrained(path, dtype=dtype)
+        module = LLaDAModelLM.from_pretrained(path, dtype=dtype, **qkw)
         tok = AutoTokenizer.from_pretrained(path)
         cls = CachedDiffusionLM
     else:
         config = AutoConfig.from_pretrained(path, trust_remote_code=True)
         apply_remote_code_shims(config)
-        module = AutoModel.from_pretrained(path, config=config, trust_remote_code=True, dtype=dtype)
+        module = AutoModel.from_pretrained(path, config=config, trust_remote_code=True, dtype=dtype, **qkw)
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
         cls = DiffusionLM
     profile = profile_for(family, module.config, tok)
     log.info("loaded %s (%s) on %s in %s", spec, family, device, dtype)
-    return cls(module.to(device).eval(), tok, profile, name=spec if not os.path.isabs(spec) else str(path))
+    module = module.eval() if qcfg else module.to(device).eval()  # quantized weights are placed by device_map
+    return cls(module, tok, profile, name=spec if not os.path.isabs(spec) else str(path))

@@ -31,6 +31,12 @@ def _quiet_transformers() -> None:
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:
+        pass
 
 
 _quiet_transformers()
@@ -92,8 +98,10 @@ def _load_tiny_dir(path: Path, device, dtype) -> DiffusionLM:
     return DiffusionLM(module.to(device).eval(), tok, tiny_profile(module.config, tok), name=str(path))
 
 
-def load_model(spec: str, *, task=None, device: str | torch.device = "cpu", dtype=None, quiet: bool = False) -> DiffusionLM:
-    """Resolve ``spec`` (see module docstring) to a ``DiffusionLM`` on ``device``."""
+def load_model(spec: str, *, task=None, device: str | torch.device = "cpu", dtype=None, quiet: bool = False,
+               load_in_4bit: bool = False) -> DiffusionLM:
+    """Resolve ``spec`` (see module docstring) to a ``DiffusionLM`` on ``device`` (``load_in_4bit``: QLoRA-style
+    NF4 weights for real models, CUDA only)."""
     if spec == "tiny-llada":
         from ..paths import cache_dir
         from .llada.tiny import make_tiny_llada
@@ -121,14 +129,18 @@ def load_model(spec: str, *, task=None, device: str | torch.device = "cpu", dtyp
     path = Path(spec).expanduser()
     if path.is_dir():
         cfg_file = path / "config.json"
-        if not cfg_file.exists():
+        if not cfg_file.exists() and not (path / "adapter_config.json").exists():
             raise UserError(f"{str(path)!r} is a folder but holds no config.json; point --model at a saved checkpoint")
+        from .adapters import is_adapter_dir, load_adapter
+
+        if is_adapter_dir(path):  # a LoRA run's checkpoint: base model + adapters
+            return load_adapter(path, device, dtype, lambda base: load_model(base, task=task, device=device, dtype=dtype, quiet=quiet))
         model_type = json.loads(cfg_file.read_text()).get("model_type", "")
         if model_type == "lfpo_tiny_dlm":
             return _load_tiny_dir(path, device, dtype)
         from .hf import load_hf
 
-        return load_hf(str(path), model_type=model_type, device=device, dtype=dtype)
+        return load_hf(str(path), model_type=model_type, device=device, dtype=dtype, load_in_4bit=load_in_4bit)
     looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith((".pt", ".bin", ".safetensors"))
     if looks_like_path:
         raise UserError(f"model path {spec!r} does not exist; give a checkpoint folder, a hub id, or 'tiny'")
@@ -139,4 +151,4 @@ def load_model(spec: str, *, task=None, device: str | torch.device = "cpu", dtyp
         )
     from .hf import load_hf
 
-    return load_hf(spec, model_type=None, device=device, dtype=dtype)
+    return load_hf(spec, model_type=None, device=device, dtype=dtype, load_in_4bit=load_in_4bit)

@@ -148,5 +148,5 @@ class LLaDAModelLM(PreTrainedModel):
         x = tr["ln_f"](x)
         logits = tr["ff_out"](x) if "ff_out" in tr else F.linear(x, tr["wte"].weight)
         out = MaskedLMOutput(logits=logits)
-        out.past_key_values = cache if prefix_len is not None else None
+        out.prefix_cache = cache if prefix_len is not None else None  # (not `past_key_values`: deprecated name in 5.x)
         return out
