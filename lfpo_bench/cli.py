@@ -232,16 +232,22 @@ def plot(
     paths: list[str] = typer.Argument(..., help="rows.jsonl files or sweep/run folders"),
     out: str = typer.Option("results/plots", help="output folder (PNG and SVG)"),
     x: str = typer.Option("nfe", help="x axis of the trade-off plot: nfe | ms"),
-    runs: list[str] = typer.Option([], help="run folders whose training curves to plot"),
+    runs: Optional[str] = typer.Option(None, help="a run folder, or a folder of run folders (e.g. SWEEP/runs): training curves"),
 ) -> None:
     """Accuracy vs steps and accuracy vs NFE/latency (Pareto fronts); training curves from run logs."""
+    from pathlib import Path
+
     from . import plot as P
     from . import report
 
     df = report.load_rows(paths)
     files = P.accuracy_plots(df, out, list(paths), x="ms" if x == "ms" else "nfe")
     if runs:
-        files += P.training_curves(runs, out)
+        root = Path(runs)
+        dirs = [root] if (root / "log.jsonl").exists() else sorted(d for d in root.iterdir() if (d / "log.jsonl").exists())
+        if not dirs:
+            raise UserError(f"no run logs (log.jsonl) under {root}")
+        files += P.training_curves(dirs, out)
     for f in files:
         console.print(f"wrote {f}")
 

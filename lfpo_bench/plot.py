@@ -80,23 +80,26 @@ def accuracy_plots(df: pd.DataFrame, out: str | Path, sources: list[str], x: str
 
 
 def training_curves(run_dirs: list[str | Path], out: str | Path) -> list[Path]:
-    """Reward and validation accuracy over updates, one line per run (label: method, seed)."""
+    """Reward and validation accuracy over updates: colour = method, line style = seed."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for i, d in enumerate(run_dirs):
-        d = Path(d)
-        log = d / "log.jsonl"
-        if not log.exists():
-            continue
-        entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        cfg = json.loads((d / "config.json").read_text()) if (d / "config.json").exists() else {}
-        label = f"{cfg.get('method', d.name)} s{cfg.get('seed', '?')}"
+    runs = []
+    for d in map(Path, run_dirs):
+        if (d / "log.jsonl").exists():
+            cfg = json.loads((d / "config.json").read_text()) if (d / "config.json").exists() else {}
+            runs.append((str(cfg.get("method", d.name)), cfg.get("seed", 0), d))
+    methods = sorted({m for m, _, _ in runs})
+    styles = ["-", "--", ":", "-."]
+    for m, seed, d in sorted(runs, key=lambda x: (x[0], str(x[1]))):
+        entries = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines() if line.strip()]
+        color, ls = f"C{methods.index(m) % 10}", styles[int(seed) % len(styles)] if str(seed).isdigit() else "-"
+        label = f"{m} s{seed}"
         r = [(e["update"], e["reward_mean"]) for e in entries if "reward_mean" in e]
         v = [(e["update"] + (1 if "reward_mean" in e else 0), e["val_acc"]) for e in entries if "val_acc" in e]
         if r:
-            axes[0].plot(*zip(*r), color=f"C{i % 10}", alpha=0.8, label=label)
+            axes[0].plot(*zip(*r), ls, color=color, alpha=0.7, label=label)
         if v:
-            axes[1].plot(*zip(*[(u, 100 * a) for u, a in v]), "o-", color=f"C{i % 10}", alpha=0.8, label=label)
+            axes[1].plot(*zip(*[(u, 100 * a) for u, a in v]), "o" + ls, color=color, alpha=0.8, label=label)
     axes[0].set(xlabel="update", ylabel="mean rollout reward", title="reward")
     axes[1].set(xlabel="update", ylabel="validation accuracy (%)", title="validation (greedy)")
     for ax in axes:

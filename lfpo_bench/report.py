@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +21,8 @@ import pandas as pd
 
 from .results import read_rows
 from .types import UserError
+
+log = logging.getLogger(__name__)
 
 
 def load_rows(paths: Iterable[str | Path], stage: str | None = "after", metric: str = "accuracy") -> pd.DataFrame:
@@ -46,6 +49,12 @@ def load_rows(paths: Iterable[str | Path], stage: str | None = "after", metric: 
         for r in recs:
             r["scores"] = r["metric_scores"][metric]
     df = pd.DataFrame(recs)
+    key = ["run_id", "stage", "method", "task", "split", "gen_length", "block_length", "steps", "decoding", "seed"]
+    if "run_id" in df and df["run_id"].astype(bool).any():
+        dup = df.duplicated(subset=[k for k in key if k in df], keep="first") & df["run_id"].astype(bool)
+        if dup.any():  # e.g. a sweep folder and its runs/ both given: count each row once
+            log.warning("ignoring %d duplicate rows (same run, stage and setting)", int(dup.sum()))
+            df = df[~dup]
     if stage is not None and "stage" in df:
         df = df[df["stage"].isin([stage, "eval"])]
     df["setting"] = df.apply(setting_label, axis=1)
