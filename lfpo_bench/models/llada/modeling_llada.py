@@ -37,15 +37,22 @@ class RMSNorm(nn.Module):
         return (self.weight * x.to(dtype)) if self.weight.dtype == dtype else (self.weight * x).to(dtype)
 
 
-def rope(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotary embedding (split-half layout) in float32. x [B, H, T, D], pos [B, T]."""
-    d = x.shape[-1]
-    inv = 1.0 / (theta ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
+def rope_tables(pos: torch.Tensor, d: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables of the rotary embedding (split-half layout), float32 [B, 1, T, D], computed once per
+    forward and shared by every layer (per-layer recomputation costs ~30 small kernels a layer on a GPU)."""
+    inv = 1.0 / (theta ** (torch.arange(0, d, 2, device=pos.device, dtype=torch.float32) / d))
     ang = pos.float()[:, None, :, None] * inv  # [B, 1, T, D/2]
-    cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
+    ang = torch.cat([ang, ang], -1)
+    return ang.cos(), ang.sin()
+
+
+def rope(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Apply the rotary embedding in float32. x [B, H, T, D], rot from ``rope_tables``."""
+    cos, sin = rot
+    d = x.shape[-1]
     xf = x.float()
-    rot = torch.cat([-xf[..., d // 2 :], xf[..., : d // 2]], -1)
-    return (xf * cos + rot * sin).to(x.dtype)
+    rotated = torch.cat([-xf[..., d // 2 :], xf[..., : d // 2]], -1)
+    return (xf * cos + rotated * sin).to(x.dtype)
 
 
 class LLaDABlock(nn.Module):
@@ -64,13 +71,13 @@ class LLaDABlock(nn.Module):
         self.up_proj = nn.Linear(d, cfg.mlp_hidden_size, bias=bias)
         self.ff_out = nn.Linear(cfg.mlp_hidden_size, d, bias=bias)
 
-    def forward(self, x, pos, key_mask, past=None):
+    def forward(self, x, rot, key_mask, past=None):
         B, T, _ = x.shape
         h = self.attn_norm(x)
         q = self.q_proj(h).view(B, T, self.h, self.dh).transpose(1, 2)
         k = self.k_proj(h).view(B, T, self.hk, self.dh).transpose(1, 2)
         v = self.v_proj(h).view(B, T, self.hk, self.dh).transpose(1, 2)
-        q, k = rope(q, pos, self.theta), rope(k, pos, self.theta)
+        q, k = rope(q, rot), rope(k, rot)
         kv = (k, v)
         if past is not None:
             k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
@@ -136,13 +143,14 @@ class LLaDAModelLM(PreTrainedModel):
             position_ids = (am.long().cumsum(-1) - 1).clamp(min=0)[:, P:]
         key_mask = None if bool(am.all()) else am[:, None, None, :]
         x = tr["wte"](input_ids)
+        rot = rope_tables(position_ids, self.config.d_model // self.config.n_heads, self.config.rope_theta)
         cache = []
         for i, blk in enumerate(tr["blocks"]):
             past = past_key_values[i] if past_key_values is not None else None
             if self.gradient_checkpointing and self.training:
-                x, kv = torch.utils.checkpoint.checkpoint(blk, x, position_ids, key_mask, past, use_reentrant=False)
+                x, kv = torch.utils.checkpoint.checkpoint(blk, x, rot, key_mask, past, use_reentrant=False)
             else:
-                x, kv = blk(x, position_ids, key_mask, past)
+                x, kv = blk(x, rot, key_mask, past)
             if prefix_len is not None:
                 cache.append((kv[0][:, :, :prefix_len], kv[1][:, :, :prefix_len]))
         x = tr["ln_f"](x)
