@@ -176,6 +176,8 @@ def rollout(lm, task, examples, method, cfg: TrainConfig, bank: PolicyBank, upda
     per_call = max(G, cfg.rollout_batch // G * G)
     outs = []
     t0 = time.perf_counter()
+    was_training = lm.module.training
+    lm.eval()  # sample from the policy itself: no (LoRA) dropout in rollouts, which also halves their cost
     with torch.no_grad(), bank.use(method.rollout_policy):
         for s in range(0, ids.shape[0], per_call):
             gens = [torch.Generator(device=lm.device).manual_seed(_seed(cfg.seed, update, 104729, p))
@@ -183,6 +185,7 @@ def rollout(lm, task, examples, method, cfg: TrainConfig, bank: PolicyBank, upda
             outs.append(generate(lm, ids[s : s + per_call], am[s : s + per_call], gen_length=L, steps=steps, block_length=blk,
                                  temperature=method.temperature, remasking=method.remasking, generator=gens,
                                  record_trajectory=True))
+    lm.train(was_training)
     completion = torch.cat([o.completion for o in outs])
     commit = torch.cat([o.commit_step for o in outs])
     texts = lm.decode(completion.cpu())

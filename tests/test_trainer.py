@@ -107,3 +107,29 @@ def test_lfpo_skips_groups_with_equal_rewards(tmp_path):
     r = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0])
     assert m.keep_groups(r, 4).tolist() == [False, True]
     assert method("lfpo", skip_zero_signal=False).keep_groups(r, 4).tolist() == [True, True]
+
+
+def test_rollouts_sample_in_eval_mode_and_updates_run_in_train_mode(tmp_path, monkeypatch):
+    """Dropout (LoRA's 0.05 on real models) must not perturb the policy that rollouts sample from."""
+    import lfpo_bench.trainer as trainer_mod
+
+    lm = fresh()
+    seen = {"rollout": [], "loss": []}
+    real_generate = trainer_mod.generate
+
+    def spy_generate(model, *a, **k):
+        seen["rollout"].append(model.module.training)
+        return real_generate(model, *a, **k)
+
+    monkeypatch.setattr(trainer_mod, "generate", spy_generate)
+    m = method("diffu_grpo", kl_beta=0.0)
+    real_loss = m.loss
+
+    def spy_loss(ctx, *a, **k):
+        seen["loss"].append(ctx.policy.module.training)
+        return real_loss(ctx, *a, **k)
+
+    m.loss = spy_loss
+    Trainer(lm, NoisyReward(), m, TrainConfig(**{**SMALL, "updates": 2, "val_every": 0}), tmp_path, show_progress=False).fit()
+    assert seen["rollout"] and not any(seen["rollout"])
+    assert seen["loss"] and all(seen["loss"])
