@@ -8,9 +8,11 @@ clipping and the optimiser step, so all ranks keep identical parameters. With th
 the per-rank batch, 2 ranks x B reproduce 1 rank x 2B (tested). Evaluation is sharded by problem and gathered
 on rank 0, which alone writes rows, logs and checkpoints.
 
-The trainer swaps old/reference parameters in place, which needs every rank to hold full parameters:
-DDP (and ZeRO-1/2, which shard optimiser state only) fit; FSDP full sharding and ZeRO-3 do not, and
-``world()`` refuses them with a clear error.
+Only DDP semantics are supported (``lfpo_bench/accelerate/ddp.yaml``). The trainer swaps old/reference
+parameters in place and owns its optimiser step, so FSDP and DeepSpeed (any ZeRO stage) would need the
+sharding engine to take over both; ``world()`` refuses them with a clear error instead of running
+something that only looks sharded. Under FSDP every rank would also have to run the same number of
+forward passes in lock-step, which data-parallel rollouts with early stopping do not guarantee.
 """
 
 from __future__ import annotations
@@ -62,11 +64,13 @@ def world() -> Dist:
     """The process group started by ``accelerate launch`` (or torchrun), or a single-process stand-in."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Dist()
-    plugin = (os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true",
-              os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "0"))
-    if plugin[0] or plugin[1] == "3":
-        raise UserError("FSDP full sharding and DeepSpeed ZeRO-3 shard parameters, but the trainer swaps old/reference "
-                        "parameters in place; use the DDP or ZeRO-2 config (lfpo_bench/accelerate/)")
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    if fsdp or deepspeed:
+        raise UserError(f"{'FSDP' if fsdp else 'DeepSpeed'} is not supported yet: the trainer swaps old/reference parameters "
+                        "in place and owns the optimiser step, so only DDP semantics are correct. Launch with "
+                        "`accelerate launch --config_file lfpo_bench/accelerate/ddp.yaml ...` (LoRA on an 8B model fits "
+                        "one 80 GB GPU per rank)")
     try:
         from accelerate import PartialState
     except ImportError as e:

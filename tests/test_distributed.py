@@ -49,3 +49,14 @@ def test_two_ranks_equal_one_rank_with_twice_the_batch(tmp_path):
     r1, r2 = rows(one), rows(two)
     assert [(r["stage"], r["problem_ids"], r["scores"]) for r in r1] == [(r["stage"], r["problem_ids"], r["scores"]) for r in r2]
     assert json.loads((two / "config.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.parametrize("var", ["ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
+def test_sharded_launch_configs_are_refused_with_the_ddp_fix(monkeypatch, var):
+    from lfpo_bench.distributed import world
+    from lfpo_bench.types import UserError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv(var, "true")
+    with pytest.raises(UserError, match="ddp.yaml"):
+        world()
