@@ -89,11 +89,17 @@ def bench_model(name, lm, prompt_len, L, block, steps, batches, reps, temperatur
         am = torch.ones_like(prompt)
         x_full = torch.cat([prompt, torch.full((B, L), lm.mask_id)], 1)
         kw = dict(gen_length=L, steps=steps, block_length=block, temperature=temperature)
+        fwd = lambda: [lm(x_full, torch.ones_like(x_full)) for _ in range(steps)]  # noqa: E731 - the floor: NFE forwards
+        ours = lambda: generate(lm, prompt, am, generator=torch.Generator().manual_seed(1), **kw)  # noqa: E731
+        ref = lambda: reference_generate(lm, prompt, L, steps, block, temperature)  # noqa: E731
         with torch.no_grad():
-            t_fwd = timeit(lambda: lm(x_full, torch.ones_like(x_full)), max(reps, 3))
-            t_ours = timeit(lambda: generate(lm, prompt, am, generator=torch.Generator().manual_seed(1), **kw), reps, warmup)
-            t_ref = timeit(lambda: reference_generate(lm, prompt, L, steps, block, temperature), reps, warmup)
-        floor = steps * t_fwd
+            # interleaved: each repetition times floor, ours and reference back to back, so drifts in machine
+            # load hit all three alike; medians over repetitions
+            samples = [[], [], []]
+            for r in range(reps):
+                for i, fn in enumerate((fwd, ours, ref)):
+                    samples[i].append(timeit(fn, 1, warmup and r == 0))
+            floor, t_ours, t_ref = (statistics.median(x) for x in samples)
         rows.append(
             dict(model=name, B=B, L=L, steps=steps, temp=temperature,
                  ours_ms=1000 * t_ours / B, ref_ms=1000 * t_ref / B, speedup=t_ref / t_ours,
@@ -138,7 +144,7 @@ def main() -> None:
     big.module.eval()
     rows = []
     for temp in (0.0, 1.0):
-        rows += bench_model("tiny d128x4", tiny, 17, 16, 16, 16, [1, 8, 64] if not args.quick else [8, 64], reps, temp)
+        rows += bench_model("tiny d128x4", tiny, 17, 16, 16, 16, [1, 8, 64] if not args.quick else [8, 64], 3 * reps + 1, temp)
         rows += bench_model("d512x8", big, 64, 256, 32, 32, [1, 8] if not args.quick else [8], 1, temp, warmup=False)
     hdr = (f"{'model':12} {'B':>3} {'L':>4} {'steps':>5} {'temp':>4} | {'ours ms':>9} {'ref ms':>9} {'speedup':>7} | "
            f"{'floor ms':>8} {'overhead':>8}")
