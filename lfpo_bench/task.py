@@ -24,6 +24,9 @@ class Scored:
 
 # RL settings of the LLaDA-based reference papers (BASELINES.md): G=6, L=256 with 128 steps and block 32,
 # AdamW lr 3e-6, weight decay 0.1, grad-norm clip 0.2, LoRA r=128 / alpha=64 (the family default).
+# the embedded tasks' RL defaults (tiny model, CPU): 60 updates of 16 prompts x G=8
+TINY_TRAIN = {"updates": 60, "prompts_per_update": 16, "group_size": 8, "lr": 1e-4, "rollout_steps": 4,
+              "val_every": 10, "val_limit": 200, "checkpoint_every": 10}
 LLADA_TRAIN = {"group_size": 6, "rollout_gen_length": 256, "rollout_steps": 128, "rollout_block_length": 32, "lr": 3e-6,
                "weight_decay": 0.1, "grad_clip": 0.2, "prompts_per_update": 8, "micro_batch": 6, "rollout_batch": 48,
                "updates": 200, "val_every": 50, "val_limit": 100, "checkpoint_every": 25}

@@ -20,7 +20,7 @@ from fractions import Fraction
 
 from lfpo_bench.data import load_split, require, url_source
 from lfpo_bench.registry import TASKS
-from lfpo_bench.task import LLADA_TRAIN, Task
+from lfpo_bench.task import LLADA_TRAIN, TINY_TRAIN, Task
 from lfpo_bench.types import Example
 
 D1_URL = "https://raw.githubusercontent.com/dllm-reasoning/d1/main/dataset/countdown_cd3_test.jsonl"
@@ -144,8 +144,7 @@ class CountdownMini(_Countdown):
     steps = 8
     block_length = 8
     eval_steps = (1, 2, 4, 8)
-    train_defaults = {"updates": 60, "prompts_per_update": 16, "group_size": 8, "lr": 1e-4, "rollout_steps": 4,
-                      "val_every": 10, "val_limit": 200, "checkpoint_every": 10}
+    train_defaults = TINY_TRAIN
 
     def _load(self, split: str) -> list[Example]:
         triples = sorted(itertools.combinations_with_replacement(range(1, 10), 3))

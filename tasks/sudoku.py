@@ -23,7 +23,7 @@ from functools import lru_cache
 
 from lfpo_bench.data import load_split, require, url_source
 from lfpo_bench.registry import TASKS
-from lfpo_bench.task import LLADA_TRAIN, Task
+from lfpo_bench.task import LLADA_TRAIN, TINY_TRAIN, Task
 from lfpo_bench.types import Example, UserError
 
 D1_TEST_URL = "https://raw.githubusercontent.com/dllm-reasoning/d1/main/dataset/4x4_test_sudoku.csv"
@@ -164,8 +164,7 @@ class Sudoku4(_SudokuBase):
     eval_steps = (1, 2, 4, 8, 16)
     sizes = {"train": 20000, "validation": 200, "test": 400}
     # RL preset for the tiny model (see CALIBRATION): 8-step rollouts, 16 prompts x G=8 per update
-    train_defaults = {"updates": 60, "prompts_per_update": 16, "group_size": 8, "lr": 1e-4, "rollout_steps": 8,
-                      "val_every": 10, "val_limit": 200, "checkpoint_every": 10}
+    train_defaults = {**TINY_TRAIN, "rollout_steps": 8}
 
     def _load(self, split: str) -> list[Example]:
         if split in ("test_d1", "test_spg"):

@@ -13,7 +13,7 @@ import random
 from lfpo_bench.code_task import CodeTask
 from lfpo_bench.registry import TASKS
 from lfpo_bench.sandbox import Job, Session
-from lfpo_bench.task import Scored
+from lfpo_bench.task import TINY_TRAIN, Scored
 from lfpo_bench.types import Example
 
 SHOWN = (0, 1, 2, 3)
@@ -47,8 +47,7 @@ class ToyCode(CodeTask):
     block_length = 8
     eval_steps = (1, 2, 4, 8)
     timeout_floor = 2.0
-    train_defaults = {"updates": 60, "prompts_per_update": 16, "group_size": 8, "lr": 1e-4, "rollout_steps": 4,
-                      "val_every": 10, "val_limit": 200, "checkpoint_every": 10}
+    train_defaults = TINY_TRAIN
 
     def _load(self, split: str) -> list[Example]:
         fns = functions()
