@@ -299,13 +299,19 @@ def become_subreaper():
 
 def kill_all(pid, uid, pidns):
     """SIGKILL the program and everything it started, until a scan finds nothing left (a fork loop may
-    spawn between scans). The zygote is a child subreaper, so orphans come back to it and are reaped."""
+    spawn between scans; a killed process stays listed until it has exited, so scans are paced, within a
+    10 s deadline). The zygote is a child subreaper, so orphans come back to it and are reaped."""
     try:
         os.killpg(pid, signal.SIGKILL)
     except OSError:
         pass
     me = os.getpid()
-    for _ in range(200):
+    deadline = time.monotonic() + 10.0
+    for i in range(1_000_000):
+        if i and time.monotonic() > deadline:
+            break
+        if i:
+            time.sleep(min(0.001 * i, 0.02))  # SIGKILLed processes take a moment to exit: wait, do not spin
         found = False
         for p in os.listdir("/proc"):
             if not p.isdigit():
