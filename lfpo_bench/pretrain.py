@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -152,7 +153,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, show_progress: bool = Tru
             bar.advance(1, loss=f"{losses[-1]:.3f}")
     lm.eval()
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp{os.getpid()}")  # concurrent pretrainers never share a folder
     save_model(lm, tmp)
     info = {"config": asdict(cfg), "seconds": round(time.time() - t0, 1), "final_loss": sum(losses[-10:]) / min(10, len(losses))}
     (tmp / "pretrain.json").write_text(json.dumps(info, indent=2))

@@ -43,7 +43,13 @@ def prepare_for_training(lm, cfg) -> None:
     if targets is None:
         raise UserError(f"no LoRA target modules known for family {family!r}")
     lcfg = LoraConfig(r=r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets, bias="none")
-    lm.module = get_peft_model(lm.module, lcfg)
+    import torch
+
+    # LoRA's A matrices are drawn from the global RNG: seed it from the run's seed, so that every rank starts from
+    # the same adapters and a rerun (or a different launch layout) starts from the same point
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        lm.module = get_peft_model(lm.module, lcfg)
     n_train = sum(p.numel() for p in lm.module.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in lm.module.parameters())
     log.info("LoRA r=%d alpha=%s on %s: %.2f%% of %d parameters trainable", r, cfg.lora_alpha, family, 100 * n_train / n_all, n_all)
