@@ -57,7 +57,7 @@ class TraceRL(Method):
 
     def _logps(self, ctx, mb):
         return trajectory_logps(ctx.policy, mb.prompt_ids, mb.prompt_mask, mb.completion_ids, mb.commit_step,
-                                mask_id=mb.mask_id, shrink=self.cfg.shrink)
+                                mask_id=mb.mask_id, shrink=self.cfg.shrink, n_steps=mb.steps if ctx.lockstep else None)
 
     def prepare(self, ctx, mb, m):
         with torch.no_grad():

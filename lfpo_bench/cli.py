@@ -154,6 +154,8 @@ def run(
     res = work(RunArgs(method=method, task=task, model=model, updates=updates, config=config, sets=set_, seed=seed,
                        eval_steps=_ints(steps, "--steps"), thresholds=_floats(threshold, "--threshold"), eval_limit=limit,
                        batch_size=batch_size, out_dir=out_dir, run_id=run_id, resume=resume, device=device, data=data))
+    if not res.is_main:  # under accelerate launch rank 0 alone reports
+        return
     print_before_after(res.before, res.after, f"{method} on {task}: before -> after (checkpoint from update {res.best_update})")
     console.print(f"train time {res.seconds:.0f} s; rows, log and checkpoint in {res.run_dir}")
 

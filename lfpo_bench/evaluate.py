@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 import numpy as np
 import torch
 
-from .provenance import config_hash, device_name, git_sha, torch_version
 from .progress import progress_bar
+from .provenance import config_hash, device_name, git_sha, torch_version
 from .sampler import check_schedule, generate
 from .types import Example, ResultRow, UserError
 
@@ -91,8 +91,8 @@ class Completions:
 
 
 def complete(lm, task, examples: list[Example], dec: Decoding, *, batch_size: int, generator: torch.Generator | None,
-             bar=None) -> Completions:
-    """Generate one completion per example at decoding ``dec``."""
+             bar=None, lockstep=None) -> Completions:
+    """Generate one completion per example at decoding ``dec`` (``lockstep``: see ``sampler.generate``)."""
     style = lm.profile.prompt_style
     texts, nfe, lat = [], [], []
     total = 0.0
@@ -105,7 +105,7 @@ def complete(lm, task, examples: list[Example], dec: Decoding, *, batch_size: in
         g = generate(
             lm, ids, mask, gen_length=dec.gen_length, steps=dec.steps, block_length=dec.block_length,
             temperature=dec.temperature, remasking=dec.remasking, threshold=dec.threshold, cfg_scale=dec.cfg_scale,
-            use_cache=dec.use_cache, stop_at_eos=dec.stop_at_eos, generator=generator,
+            use_cache=dec.use_cache, stop_at_eos=dec.stop_at_eos, generator=generator, lockstep=lockstep,
         )
         _sync(lm.device)
         dt = time.perf_counter() - t0
@@ -152,16 +152,23 @@ def evaluate(
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     mine = list(range(rank, len(problems), world))
     examples = [problems[i] for i in mine for _ in range(n_samples)]
+    n_real = len(examples)
+    lockstep = dist.lockstep() if dist is not None else None
+    if lockstep is not None:  # sharded parameters: every rank runs the same batches (padding is dropped below)
+        if any(d.use_cache for d in decodings):
+            raise UserError("--use-cache is not supported with sharded parameters (FSDP): drop --use-cache")
+        examples += [problems[0]] * (-(-len(problems) // world) * n_samples - n_real)
     lm.eval()
     rows = []
     total = len(examples) * len(decodings)
     with progress_bar(f"eval {task.name}/{split}", total=total, enabled=show_progress and rank == 0) as bar:
         for dec in decodings:
             gen = torch.Generator(device=lm.device).manual_seed(seed + rank)
-            comp = complete(lm, task, examples, dec, batch_size=batch_size, generator=gen, bar=bar)
-            scored = task.score_batch(examples, comp.texts)
+            comp = complete(lm, task, examples, dec, batch_size=batch_size, generator=gen, bar=bar, lockstep=lockstep)
+            comp = Completions(comp.texts[:n_real], comp.nfe[:n_real], comp.latency_ms[:n_real], comp.seconds)
+            scored = task.score_batch(examples[:n_real], comp.texts)
             if samples_out is not None:
-                samples_out(dec, examples, comp, scored)
+                samples_out(dec, examples[:n_real], comp, scored)
             if world > 1:  # gather every rank's share, back in problem order
                 parts = dist.gather_objects((mine, comp.texts, comp.nfe, comp.latency_ms, comp.seconds, scored))
                 order, texts, nfe_all, lat, secs, sc = [], [], [], [], 0.0, []
@@ -200,7 +207,7 @@ def evaluate(
                     accuracy=float(np.mean(scores)), nfe_mean=float(np.mean(comp.nfe)),
                     latency_ms_p50=float(np.percentile(comp.latency_ms, 50)),
                     latency_ms_p95=float(np.percentile(comp.latency_ms, 95)),
-                    tokens_per_s=dec.gen_length * len(examples) / max(comp.seconds, 1e-9),
+                    tokens_per_s=dec.gen_length * len(problems) * n_samples / max(comp.seconds, 1e-9),  # all ranks
                     metrics=metrics, scores=scores, metric_scores=metric_scores, problem_ids=[e.id for e in problems], nfe=nfe,
                     git_sha=git_sha(), config_hash=config_hash(cfg), dataset_sha256=sha,
                     device=device_name(lm.device), torch_version=torch_version(),

@@ -157,16 +157,19 @@ def espo_elbo(policy, prompt_ids, prompt_mask, completion, *, mask_id: int, gen:
     return total / n_draws
 
 
-def trajectory_logps(policy, prompt_ids, prompt_mask, completion, commit_step, *, mask_id: int, shrink: int = 1
-                     ) -> torch.Tensor:
+def trajectory_logps(policy, prompt_ids, prompt_mask, completion, commit_step, *, mask_id: int, shrink: int = 1,
+                     n_steps: int | None = None) -> torch.Tensor:
     """TraceRL replay: log p(token | state at the start of its merged step), [N, L].
 
     Commit steps are merged in groups of ``shrink``; for merged step s the input has tokens committed
     before s*shrink clean and the rest masked, and the targets are the tokens committed inside the group.
-    One forward pass per merged step that any row used."""
+    One forward pass per merged step that any row used; with ``n_steps`` (the rollout's pass count), one per
+    merged step of ``range(n_steps)`` whether used or not, so that the number of passes does not depend on the
+    data (needed when forwards are collectives). Both give the same values."""
     out = torch.zeros(completion.shape, device=completion.device)
     group = torch.div(commit_step.clamp(min=0), shrink, rounding_mode="floor")
-    for s in torch.unique(group).tolist():
+    merged = torch.unique(group).tolist() if n_steps is None else range(-(-n_steps // shrink))
+    for s in merged:
         state = state_at(completion, commit_step, s * shrink, mask_id)
         lp = token_logps(completion_logits(policy, prompt_ids, prompt_mask, state), completion)
         out = torch.where(group == s, lp, out)

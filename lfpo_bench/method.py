@@ -31,6 +31,7 @@ class TrainContext(Protocol):
     policy: Any  # DiffusionLM being trained
     device: torch.device
     update: int  # index of the current rollout batch
+    lockstep: bool  # forwards are collectives (sharded parameters): the number of passes must not depend on the data
 
     def use(self, which: str) -> AbstractContextManager:
         """Temporarily run the policy with the "old" (EMA) or "ref" (frozen initial) parameters."""

@@ -19,8 +19,10 @@ import torch
 
 
 class PolicyBank:
-    def __init__(self, module: torch.nn.Module, keep_old: bool, keep_ref: bool):
+    def __init__(self, module: torch.nn.Module, keep_old: bool, keep_ref: bool, local=None):
         self.module = module
+        # ``local(p)``: the tensor holding this rank's values of p (p itself, or a ZeRO-3 partition)
+        self.local = local or (lambda p: p)
         self.params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self.peft = hasattr(module, "disable_adapter") and hasattr(module, "peft_config")
         self.snapshots: dict[str, list[torch.Tensor]] = {}
@@ -30,7 +32,7 @@ class PolicyBank:
             self.snapshots["ref"] = self._copy()
 
     def _copy(self) -> list[torch.Tensor]:
-        return [p.detach().clone() for _, p in self.params]
+        return [self.local(p).detach().clone() for _, p in self.params]
 
     @contextmanager
     def use(self, which: str):
@@ -46,21 +48,21 @@ class PolicyBank:
             raise KeyError(f"no {which!r} policy is kept; the method must declare uses_old/uses_ref")
         snap = self.snapshots[which]
         with torch.no_grad():
-            live = [p.detach().clone() for _, p in self.params]
+            live = self._copy()
             for (_, p), s in zip(self.params, snap):
-                p.copy_(s)
+                self.local(p).copy_(s)
         try:
             yield
         finally:
             with torch.no_grad():
                 for (_, p), s in zip(self.params, live):
-                    p.copy_(s)
+                    self.local(p).copy_(s)
 
     @torch.no_grad()
     def ema_update(self, rate: float) -> None:
         """old <- rate * old + (1 - rate) * current (rate 0: old = current)."""
         for (_, p), o in zip(self.params, self.snapshots["old"]):
-            o.mul_(rate).add_(p.detach(), alpha=1 - rate)
+            o.mul_(rate).add_(self.local(p).detach(), alpha=1 - rate)
 
     def state_dict(self) -> dict:
         return {k: [t.clone() for t in v] for k, v in self.snapshots.items()}

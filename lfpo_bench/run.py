@@ -16,7 +16,7 @@ from .provenance import config_hash, git_sha
 from .registry import METHODS
 from .results import append_rows, read_rows
 from .runner import make_task, resolve_device
-from .trainer import TrainConfig, Trainer, TrainResult, load_trainable
+from .trainer import TrainConfig, Trainer, TrainResult
 from .types import ResultRow, UserError
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class RunResult:
     history: list[dict]
     best_update: int
     seconds: float
+    is_main: bool = True  # False on ranks > 0 of a multi-process run (their rows are not the run's)
 
 
 def run(a: RunArgs) -> RunResult:
@@ -114,7 +115,8 @@ def run(a: RunArgs) -> RunResult:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps({**r.config, "git_sha": git_sha(), "seed": a.seed, "world_size": dist.world_size,
                                                           "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2))
-    lm = load_model(r.model, task=task, device=device, quiet=not a.show_progress, load_in_4bit=r.train.load_in_4bit)
+    with dist.main_first():  # a missing cached tiny model is pretrained once, not by every rank at once
+        lm = load_model(r.model, task=task, device=device, quiet=not a.show_progress, load_in_4bit=r.train.load_in_4bit)
     model_name = lm.name if r.model == "tiny" else r.model
     decodings = [d for L in (a.gen_lengths or [None]) for blk in (a.block_lengths or [None])
                  for d in decoding_grid(task, gen_length=L, block_length=blk, thresholds=a.thresholds,
@@ -148,10 +150,11 @@ def run(a: RunArgs) -> RunResult:
         trainer = Trainer(lm, train_task, method, r.train, run_dir, show_progress=a.show_progress, dist=dist)
         result = trainer.fit(resume=a.resume)
         if result.selected is not None:
-            load_trainable(lm.module, result.selected)
+            dist.load_trainable(lm.module, result.selected)
         ckpt = str(run_dir / "checkpoint")
+        full_state = dist.model_state_for_save(lm.module)  # collective under FSDP
         if dist.is_main:
-            save_model(lm, ckpt)
+            save_model(lm, ckpt, state_dict=full_state)
             Path(ckpt, "selection.json").write_text(json.dumps({"selected_update": result.best_update, "val_acc": result.best_val,
                                                                 "rule": r.train.select}))
     else:  # `none`: the starting policy is the result; nothing to train or save
@@ -164,4 +167,4 @@ def run(a: RunArgs) -> RunResult:
     dist.barrier()
     rows = [ResultRow(**d) for d in read_rows(rows_path)] if dist.is_main else after
     return RunResult([x for x in rows if x.stage == "before"], [x for x in rows if x.stage == "after"], run_dir,
-                     result.history, result.best_update, result.seconds)
+                     result.history, result.best_update, result.seconds, dist.is_main)

@@ -118,6 +118,7 @@ def generate(
     generator: Generators = None,
     record_trajectory: bool = False,
     use_cache: bool = False,
+    lockstep=None,
 ) -> Generation:
     """Generate ``gen_length`` tokens after each (left-padded) prompt. See the module docstring.
 
@@ -125,7 +126,9 @@ def generate(
     committed it (with CFG, of the guided logits). ``model`` is a ``DiffusionLM`` (or any callable ``(ids, attention_mask) -> logits`` with ``mask_id``
     and ``profile.eos_ids``). ``stop_at_eos``: once every row holds an EOS in its finished blocks, the
     remaining blocks are filled with EOS without further forward passes (saves NFE; the reference
-    sampler would keep denoising). Returns a ``Generation`` with per-sample NFE in
+    sampler would keep denoising). ``lockstep`` (``lfpo_bench.distributed.Lockstep``, for sharded models whose
+    forwards are collectives): once this rank is done it runs dummy forwards until every rank is, so threshold
+    decoding and ``stop_at_eos`` stay in step across ranks without changing any rank's output. Returns a ``Generation`` with per-sample NFE in
     ``Generation.nfe_per_sample`` (forward passes during which the row still had masks in its block).
     """
     if remasking not in REMASKING:
@@ -149,8 +152,13 @@ def generate(
     if use_cache and cfg_scale > 0:
         raise ValueError("use_cache with CFG is not supported; drop one of them")
 
+    if use_cache and lockstep is not None:
+        raise ValueError("use_cache is not supported with sharded parameters (FSDP); drop use_cache")
+
     def forward(step_in_block: int, s: int, e: int, cache_state: dict) -> torch.Tensor:
         """Logits of the current block ``[B, e-s, V]``."""
+        if lockstep is not None:
+            lockstep.going()
         if cfg_scale > 0:
             un = x.clone()
             un[:, :P][prompt_pos] = mask_id
@@ -224,6 +232,8 @@ def generate(
                 # a virtual pass after the last one: masked in every recorded state
                 commit[:, e - P :] = torch.where(fill, torch.full_like(fill, passes, dtype=torch.long), commit[:, e - P :])
                 break
+    if lockstep is not None:
+        lockstep.drain(lambda: model(x[:1], am[:1]))
     nfe_mult = 2 if cfg_scale > 0 else 1
     return Generation(
         sequences=x,

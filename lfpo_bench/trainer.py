@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from .distributed import Dist
 from .evaluate import Decoding, evaluate
 from .policies import PolicyBank
 from .progress import progress_bar
@@ -113,6 +114,7 @@ class Context:
     device: torch.device
     update: int = 0
     mb_offset: int = 0  # global index of this rank's first micro-batch
+    lockstep: bool = False  # see ``TrainContext.lockstep``
 
     def use(self, which: str):
         return self.bank.use(which)
@@ -133,38 +135,8 @@ class TrainResult:
     seconds: float = 0.0
 
 
-class Dist:
-    """Single-process stand-in for data parallelism; ``lfpo_bench.distributed`` provides the real one."""
-
-    rank = 0
-    world_size = 1
-    is_main = True
-
-    def all_reduce_grads(self, params) -> None:
-        return None
-
-    def gather(self, t: torch.Tensor) -> torch.Tensor:
-        return t
-
-    def gather_objects(self, obj) -> list:
-        return [obj]
-
-    def barrier(self) -> None:
-        return None
-
-
-def trainable_state(module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
-
-
-def load_trainable(module, state: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for n, p in module.named_parameters():
-            if n in state:
-                p.copy_(state[n])
-
-
-def rollout(lm, task, examples, method, cfg: TrainConfig, bank: PolicyBank, update: int, prompt_ids_global: list[int]):
+def rollout(lm, task, examples, method, cfg: TrainConfig, bank: PolicyBank, update: int, prompt_ids_global: list[int],
+            lockstep=None):
     """G completions per example, scored. Returns (RolloutBatch without advantages, texts, seconds)."""
     G = cfg.group_size
     L = cfg.rollout_gen_length or task.gen_length
@@ -184,7 +156,7 @@ def rollout(lm, task, examples, method, cfg: TrainConfig, bank: PolicyBank, upda
                     for p in prompt_ids_global[s // G : (s + per_call) // G]]
             outs.append(generate(lm, ids[s : s + per_call], am[s : s + per_call], gen_length=L, steps=steps, block_length=blk,
                                  temperature=method.temperature, remasking=method.remasking, generator=gens,
-                                 record_trajectory=True))
+                                 record_trajectory=True, lockstep=lockstep))
     lm.train(was_training)
     completion = torch.cat([o.completion for o in outs])
     commit = torch.cat([o.commit_step for o in outs])
@@ -218,21 +190,37 @@ def make_batches(batch: RolloutBatch, micro_batch: int) -> list[RolloutBatch]:
     return [batch.select(slice(s, s + micro_batch)) for s in range(0, batch.n, micro_batch)]
 
 
-def accumulate(method, ctx: Context, mbs: list[RolloutBatch], states: list[dict], it: int) -> tuple[float, dict[str, float]]:
-    """Loss and backward over all micro-batches and chunks of inner iteration ``it``; each micro-batch is
-    weighted by its share of rows. Returns the total loss and row-weighted mean metrics."""
-    n = sum(mb.n for mb in mbs)
+def loss_weights(rows: list[int], global_rows: int, world_size: int) -> list[float]:
+    """Backward weight of each of this rank's micro-batches: its share of the rows of all ranks, times the
+    world size because gradients are averaged over ranks. The averaged gradient is then the gradient of the
+    mean loss over every row of every rank, however unevenly the ranks kept groups."""
+    return [n * world_size / global_rows for n in rows]
+
+
+def accumulate(method, ctx: Context, mbs: list[RolloutBatch], states: list[dict], it: int,
+               weights: list[float] | None = None, backward=None) -> tuple[float, dict[str, float]]:
+    """Loss and backward over all micro-batches and chunks of inner iteration ``it``; micro-batch m's loss is
+    scaled by ``weights[m]`` in backward (default: its share of the rows). Zero-weight micro-batches are
+    lock-step padding: they run forward and backward but count nowhere. Returns this rank's loss and metrics,
+    row-weighted over its real micro-batches."""
+    n = sum(mb.n for mb, w in zip(mbs, weights or [1.0] * len(mbs)) if w)
+    weights = weights if weights is not None else [mb.n / n for mb in mbs]
     tot, metrics = 0.0, {}
     for m, mb in enumerate(mbs):
         k = method.chunks(mb)
+        real = bool(weights[m])
         for c in range(k):
             out = method.loss(ctx, mb, states[m], it, m, c)
             if not torch.isfinite(out.loss):
                 raise FloatingPointError(f"{method.name} loss is {out.loss.item()} at update {ctx.update}, iteration {it}")
-            (out.loss * (mb.n / n)).backward()
-            tot += out.loss.item() * mb.n / n
-            for key, v in out.metrics.items():
-                metrics[key] = metrics.get(key, 0.0) + v * mb.n / n / k
+            if backward is None:
+                (out.loss * weights[m]).backward()
+            else:  # the engine's backward (DeepSpeed reduces gradients at the step's last one)
+                backward(out.loss * weights[m], m == len(mbs) - 1 and c == k - 1)
+            if real:
+                tot += out.loss.item() * mb.n / n
+                for key, v in out.metrics.items():
+                    metrics[key] = metrics.get(key, 0.0) + v * mb.n / n / k
     return tot, metrics
 
 
@@ -244,12 +232,13 @@ class Trainer:
         self.dist = dist or Dist()
         self.show_progress = show_progress and self.dist.is_main
         self.trackers = trackers or []
-        self.module = lm.module
-        self.bank = PolicyBank(self.module, keep_old=method.uses_old, keep_ref=method.uses_ref)
-        params = [p for _, p in self.bank.params]
-        if not params:
+        if not any(p.requires_grad for p in lm.module.parameters()):
             raise UserError("the model has no trainable parameters")
-        self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay)
+        # sharding engines replace the parameters (FSDP: DTensor shards): the optimiser and the bank take them afterwards
+        self.opt = self.dist.setup(lm, lambda params: torch.optim.AdamW(
+            params, lr=cfg.lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay), cfg.grad_clip)
+        self.module = lm.module
+        self.bank = PolicyBank(self.module, keep_old=method.uses_old, keep_ref=method.uses_ref, local=self.dist.local)
         total_steps = max(1, cfg.updates * method.mu)
 
         def lr_lambda(step: int) -> float:
@@ -259,7 +248,7 @@ class Trainer:
             return w
 
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda)
-        self.ctx = Context(policy=lm, bank=self.bank, seed=cfg.seed, device=lm.device)
+        self.ctx = Context(policy=lm, bank=self.bank, seed=cfg.seed, device=lm.device, lockstep=self.dist.shards_params)
         self.counter = Counter()
         old = getattr(self.module, "_lfpo_counter_hook", None)
         if old is not None:  # one counting hook per module, however many trainers were built on it
@@ -277,11 +266,13 @@ class Trainer:
         return self.run_dir / "trainer_state.pt"
 
     def save(self, next_update: int) -> None:
-        if not self.dist.is_main:
+        d = self.dist  # gathering sharded state is collective: every rank builds it, rank 0 writes it
+        parts = d.save_training_state(self.run_dir, self.module, self.opt, self.bank, next_update)  # model, opt, bank
+        if not d.is_main:
             return
         state = {
-            "next_update": next_update, "model": trainable_state(self.module), "opt": self.opt.state_dict(),
-            "sched": self.sched.state_dict(), "bank": self.bank.state_dict(), "history": self.result.history,
+            "next_update": next_update, **parts, "engine": d.engine, "world_size": d.world_size,
+            "sched": self.sched.state_dict(), "history": self.result.history,
             "best_update": self.result.best_update, "best_val": self.result.best_val, "selected": self.result.selected,
             "config": asdict(self.cfg), "method": self.method.name, "method_config": asdict(self.method.cfg),
         }
@@ -289,6 +280,7 @@ class Trainer:
         tmp = self.ckpt_path.with_suffix(f".tmp{os.getpid()}")
         torch.save(state, tmp)
         os.replace(tmp, self.ckpt_path)
+        d.after_checkpoint(self.run_dir, next_update)
 
     def load(self) -> bool:
         if not self.ckpt_path.exists():
@@ -296,10 +288,13 @@ class Trainer:
         state = torch.load(self.ckpt_path, map_location=self.lm.device, weights_only=False)
         if state["config"] != asdict(self.cfg) or state["method_config"] != asdict(self.method.cfg):
             raise UserError(f"{self.ckpt_path} was written with a different config; resume with the same config or pick a new run dir")
-        load_trainable(self.module, state["model"])
-        self.opt.load_state_dict(state["opt"])
+        d = self.dist
+        saved = (state.get("engine", "single"), state.get("world_size", 1))
+        if saved != (d.engine, d.world_size) and (d.engine == "deepspeed" or saved[0] == "deepspeed"):
+            raise UserError(f"{self.ckpt_path} was written by {saved[1]} process(es) under {saved[0]}; DeepSpeed checkpoints "
+                            "resume only under the same engine and process count")
+        d.load_training_state(self.run_dir, self.module, self.opt, self.bank, state)
         self.sched.load_state_dict(state["sched"])
-        self.bank.load_state_dict(state["bank"])
         self.result.history = state["history"]
         self.result.best_update, self.result.best_val = state["best_update"], state["best_val"]
         self.result.selected = state["selected"]
@@ -321,7 +316,7 @@ class Trainer:
         best = self.result.best_val if self.result.best_val == self.result.best_val else -math.inf  # nan -> -inf
         if self.result.selected is None or acc > best or self.cfg.select == "last":
             self.result.best_val, self.result.best_update = acc, update
-            self.result.selected = trainable_state(self.module)
+            self.result.selected = self.dist.trainable_state(self.module)
 
     def step(self, u: int) -> dict:
         cfg, method, lm = self.cfg, self.method, self.lm
@@ -335,7 +330,8 @@ class Trainer:
         entry: dict[str, Any] = {"update": u}
         t0 = time.perf_counter()
         if method.needs_rollouts:
-            batch, texts, t_gen, t_score = rollout(lm, self.task, examples, method, cfg, self.bank, u, prompt_keys)
+            batch, texts, t_gen, t_score = rollout(lm, self.task, examples, method, cfg, self.bank, u, prompt_keys,
+                                                        lockstep=self.dist.lockstep())
             all_rewards = self.dist.gather(batch.rewards)
             from .method import zero_signal_groups
 
@@ -344,32 +340,48 @@ class Trainer:
                          gen_s=round(t_gen, 3), score_s=round(t_score, 3), sample=texts[0][:80])
             keep = method.keep_groups(batch.rewards, G)
             rows = keep.repeat_interleave(G).nonzero().squeeze(1)
-            entry["groups_used"] = int(keep.sum())
+            entry["groups_used"] = self.dist.sum_int(int(keep.sum()))  # over all ranks
+            full = batch
             if rows.numel() < batch.n:
                 batch = batch.select(rows) if rows.numel() else None
             if batch is not None:
                 batch.advantages = method.advantages(batch.rewards, G)
         else:
-            batch = reference_batch(lm, self.task, examples, cfg)
-            entry["groups_used"] = len(examples)
+            full = batch = reference_batch(lm, self.task, examples, cfg)
+            entry["groups_used"] = len(examples) * self.dist.world_size
         t_upd = time.perf_counter()
         self.counter.grad_rows = self.counter.nograd_rows = 0  # count the optimisation passes only
         metrics: dict[str, float] = {}
         losses = []
-        if batch is not None and getattr(method, "trains", True):
+        trains = getattr(method, "trains", True)
+        mbs = []
+        if batch is not None and trains:
             method.on_batch(batch)
             mbs = make_batches(batch, cfg.micro_batch)
-            self.ctx.mb_offset = self.dist.rank * len(mbs)
+        # every rank runs the same number of passes (FSDP forwards and DDP gradient reductions are collectives)
+        n_mb = self.dist.max_int(len(mbs)) if trains else 0
+        if n_mb:
+            n_real = len(mbs)
+            weights = loss_weights([mb.n for mb in mbs], self.dist.sum_int(sum(mb.n for mb in mbs)), self.dist.world_size)
+            if len(mbs) < n_mb:  # this rank kept fewer groups: zero-weight passes keep it in step with the others
+                dummy = full.select(slice(0, full.group_size))
+                dummy.advantages = torch.zeros_like(dummy.rewards)
+                method.on_batch(dummy)
+                weights += [0.0] * (n_mb - len(mbs))
+                mbs = mbs + [dummy] * (n_mb - len(mbs))
+            # global index of this rank's first micro-batch: the ranks' real micro-batches, in rank order, are the
+            # single-process micro-batches (with micro_batch = group size, or equal counts), so masks match
+            counts = self.dist.gather(torch.tensor([n_real]))
+            self.ctx.mb_offset = int(counts[: self.dist.rank].sum())
+            entry["pad_passes"] = int((n_mb - counts).sum())  # zero-weight micro-batches run for lock-step, all ranks
             lm.train()
             states = [method.prepare(self.ctx, mb, m) for m, mb in enumerate(mbs)]
             for it in range(method.mu):
-                self.opt.zero_grad(set_to_none=True)
-                tot, it_metrics = accumulate(method, self.ctx, mbs, states, it)
+                self.dist.zero_grad(self.opt)
+                tot, it_metrics = accumulate(method, self.ctx, mbs, states, it, weights, backward=self.dist.backward)
                 for k, v in it_metrics.items():
                     metrics[k] = metrics.get(k, 0.0) + v / method.mu
-                self.dist.all_reduce_grads([p for _, p in self.bank.params])
-                gn = torch.nn.utils.clip_grad_norm_([p for _, p in self.bank.params], cfg.grad_clip)
-                self.opt.step()
+                gn = self.dist.step(self.opt, [p for _, p in self.bank.params], cfg.grad_clip)
                 self.sched.step()
                 method.after_step(self.ctx)
                 losses.append(tot)
@@ -410,7 +422,7 @@ class Trainer:
                     status["val"] = f"{entry['val_acc']:.3f}"
                 bar.advance(1, **status)
         if cfg.updates == 0 and self.result.selected is None:
-            self.result.selected = trainable_state(self.module)
+            self.result.selected = self.dist.trainable_state(self.module)
         self.result.seconds = time.perf_counter() - t_start
         return self.result
 

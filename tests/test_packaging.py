@@ -20,6 +20,9 @@ def test_wheel_installs_in_a_clean_venv_and_lists_from_outside_the_repo(tmp_path
     names = zipfile.ZipFile(whl).namelist()
     assert "lfpo_bench/tasks/sudoku.py" in names and any(n.startswith("lfpo_bench/baselines/") for n in names)
     assert not any(n.startswith(("tasks/", "baselines/", "tests/")) for n in names), "generic top-level names leaked"
+    # the engines and every launch config the README names ship in the wheel
+    assert {"lfpo_bench/distributed/fsdp.py", "lfpo_bench/distributed/zero.py"} <= set(names)
+    assert {f"lfpo_bench/accelerate/{c}.yaml" for c in ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")} <= set(names)
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

@@ -45,6 +45,9 @@ class DiffusionLM:
         self.tokenizer = tokenizer
         self.profile = profile
         self.name = name
+        # what forwards go through when an engine wraps the module (DeepSpeed ZeRO-3 gathers parameters in its
+        # engine's forward); None: the module itself
+        self.forward_module: nn.Module | None = None
 
     # ---- core -------------------------------------------------------------------------------------
     @property
@@ -56,7 +59,7 @@ class DiffusionLM:
         return next(self.module.parameters()).device
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.module(input_ids=input_ids, attention_mask=attention_mask)
+        out = (self.forward_module or self.module)(input_ids=input_ids, attention_mask=attention_mask)
         logits = out.logits if hasattr(out, "logits") else out[0]
         if self.profile.shift_logits:
             # native: logits[:, i] predicts token i+1; realign so logits[:, i] predicts token i

@@ -77,15 +77,19 @@ def new_tiny(seed: int = 0, **overrides) -> DiffusionLM:
     return DiffusionLM(module, tok, tiny_profile(cfg, tok), name="tiny-random")
 
 
-def save_model(lm: DiffusionLM, path: str | Path) -> Path:
-    """Save so that ``AutoModel.from_pretrained(path, trust_remote_code=True)`` works in a fresh process."""
+def save_model(lm: DiffusionLM, path: str | Path, state_dict: dict | None = None) -> Path:
+    """Save so that ``AutoModel.from_pretrained(path, trust_remote_code=True)`` works in a fresh process.
+    ``state_dict``: the full weights when the module's own parameters are shards (FSDP)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     module = lm.module
     if lm.profile.name == "tiny":
         module.config.register_for_auto_class()
         module.register_for_auto_class("AutoModel")
-    module.save_pretrained(path)
+    if state_dict is None:
+        module.save_pretrained(path)
+    else:
+        module.save_pretrained(path, state_dict=state_dict)
     lm.tokenizer.save_pretrained(path)
     return path
 
