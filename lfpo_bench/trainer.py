@@ -373,6 +373,9 @@ class Trainer:
             # single-process micro-batches (with micro_batch = group size, or equal counts), so masks match
             counts = self.dist.gather(torch.tensor([n_real]))
             self.ctx.mb_offset = int(counts[: self.dist.rank].sum())
+            # dropout (LoRA's, a model's own) draws from the global RNG, which takes no generator: seed it per
+            # (seed, update, rank), so that training with dropout reruns and resumes identically
+            torch.manual_seed(_seed(cfg.seed, u, 4099, self.dist.rank))
             entry["pad_passes"] = int((n_mb - counts).sum())  # zero-weight micro-batches run for lock-step, all ranks
             lm.train()
             states = [method.prepare(self.ctx, mb, m) for m, mb in enumerate(mbs)]

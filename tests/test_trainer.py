@@ -133,3 +133,26 @@ def test_rollouts_sample_in_eval_mode_and_updates_run_in_train_mode(tmp_path, mo
     Trainer(lm, NoisyReward(), m, TrainConfig(**{**SMALL, "updates": 2, "val_every": 0}), tmp_path, show_progress=False).fit()
     assert seen["rollout"] and not any(seen["rollout"])
     assert seen["loss"] and all(seen["loss"])
+
+
+def test_lora_training_with_dropout_reruns_identically(tmp_path):
+    """LoRA dropout draws from the global RNG; the trainer seeds it per update, so two runs with the same
+    seed agree even when the global RNG was left in different states before them."""
+    from lfpo_bench.models.adapters import prepare_for_training
+
+    cfg = TrainConfig(**{**SMALL, "updates": 2, "val_every": 0, "checkpoint_every": 0, "lora_r": 4, "lora_dropout": 0.5})
+
+    def train(garbage: int):
+        torch.rand(garbage)  # leave the global RNG somewhere else
+        lm = fresh()
+        prepare_for_training(lm, cfg)
+        Trainer(lm, NoisyReward(), method("diffu_grpo", kl_beta=0.0), cfg, tmp_path / str(garbage), show_progress=False).fit()
+        return {n: p.detach().clone() for n, p in lm.module.named_parameters() if p.requires_grad}
+
+    a, b = train(1), train(7)
+    start = fresh()
+    prepare_for_training(start, cfg)
+    init = {n: p.detach() for n, p in start.module.named_parameters() if p.requires_grad}
+    assert any(not torch.equal(a[k], init[k]) for k in a)  # training moved the adapters
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
