@@ -9,7 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_trainer import SMALL, fresh, method  # noqa: E402
+from test_trainer import SMALL, crash_after_checkpoint, fresh, method  # noqa: E402
 
 from lfpo_bench.distributed import world  # noqa: E402
 from lfpo_bench.registry import TASKS  # noqa: E402
@@ -24,15 +24,7 @@ def main(out: Path, name: str) -> None:
     Trainer(straight, task, method(name), cfg, out / "a", show_progress=False, dist=d).fit()
 
     interrupted = fresh()
-    t = Trainer(interrupted, task, method(name), cfg, out / "b", show_progress=False, dist=d)
-    real_step = t.step
-
-    def crash_at_3(u):
-        if u == 2:
-            raise KeyboardInterrupt  # killed after the checkpoint at update 2
-        return real_step(u)
-
-    t.step = crash_at_3
+    t = crash_after_checkpoint(Trainer(interrupted, task, method(name), cfg, out / "b", show_progress=False, dist=d))
     try:
         t.fit()
     except KeyboardInterrupt:

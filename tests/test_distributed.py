@@ -215,18 +215,23 @@ def test_trajectory_replay_over_every_step_equals_replay_over_used_steps(tiny_ra
     assert torch.allclose(a, b, atol=1e-6)
 
 
-@pytest.mark.parametrize("env,match", [
-    ({"FSDP_VERSION": "1"}, "fsdp_version: 2"),
-    ({"FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "SIZE_BASED_WRAP"}, "TRANSFORMER_BASED_WRAP"),
-    ({"FSDP_VERSION": "2", "FSDP_ACTIVATION_CHECKPOINTING": "true"}, "gradient_checkpointing"),
-    ({"FSDP_VERSION": "2", "ACCELERATE_MIXED_PRECISION": "fp16"}, "bf16"),
+@pytest.mark.parametrize("engine,env,match", [
+    ("fsdp", {"FSDP_VERSION": "1"}, "fsdp_version: 2"),
+    ("fsdp", {"FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "SIZE_BASED_WRAP"}, "TRANSFORMER_BASED_WRAP"),
+    ("fsdp", {"FSDP_VERSION": "2", "FSDP_ACTIVATION_CHECKPOINTING": "true"}, "gradient_checkpointing"),
+    ("fsdp", {"FSDP_VERSION": "2", "ACCELERATE_MIXED_PRECISION": "fp16"}, "bf16"),
+    ("deepspeed", {"ACCELERATE_DEEPSPEED_ZERO_STAGE": "1"}, "stage 1 is not supported"),
+    ("deepspeed", {"ACCELERATE_DEEPSPEED_ZERO_STAGE": "2", "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE": "cpu"},
+     "offload_optimizer_device: none"),
+    ("deepspeed", {"ACCELERATE_DEEPSPEED_ZERO_STAGE": "3", "ACCELERATE_MIXED_PRECISION": "bf16"}, "mixed precision"),
+    ("deepspeed", {"ACCELERATE_DEEPSPEED_ZERO_STAGE": "3", "ACCELERATE_DEEPSPEED_ZERO3_INIT": "true"}, "zero3_init_flag: false"),
 ])
-def test_unsupported_fsdp_settings_are_refused_with_the_fix(env, match):
-    from lfpo_bench.distributed import fsdp_plan
+def test_unsupported_launch_settings_are_refused_with_the_fix(engine, env, match):
+    from lfpo_bench.distributed import deepspeed_config, fsdp_plan
     from lfpo_bench.types import UserError
 
     with pytest.raises(UserError, match=match):
-        fsdp_plan(env)
+        (fsdp_plan if engine == "fsdp" else deepspeed_config)(env)
 
 
 def test_fsdp_plan_reads_the_accelerate_config():
@@ -243,20 +248,6 @@ def test_fsdp_plan_reads_the_accelerate_config():
 
     with pytest.raises(UserError, match="no module of class"):
         wrap_units(lm.module, {**plan, "classes": ["DecoderLayer"]})
-
-
-@pytest.mark.parametrize("env,match", [
-    ({"ACCELERATE_DEEPSPEED_ZERO_STAGE": "1"}, "stage 1 is not supported"),
-    ({"ACCELERATE_DEEPSPEED_ZERO_STAGE": "2", "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE": "cpu"}, "offload_optimizer_device: none"),
-    ({"ACCELERATE_DEEPSPEED_ZERO_STAGE": "3", "ACCELERATE_MIXED_PRECISION": "bf16"}, "mixed precision"),
-    ({"ACCELERATE_DEEPSPEED_ZERO_STAGE": "3", "ACCELERATE_DEEPSPEED_ZERO3_INIT": "true"}, "zero3_init_flag: false"),
-])
-def test_unsupported_deepspeed_settings_are_refused_with_the_fix(env, match):
-    from lfpo_bench.distributed import deepspeed_config
-    from lfpo_bench.types import UserError
-
-    with pytest.raises(UserError, match=match):
-        deepspeed_config(env)
 
 
 def test_deepspeed_config_from_the_launch_environment_and_a_config_file(tmp_path):

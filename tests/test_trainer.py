@@ -27,6 +27,19 @@ def method(name, **over):
     return cls(cls.Config(**{k: v for k, v in {"mu": 2, **over}.items() if k in fields}))
 
 
+def crash_after_checkpoint(t: Trainer, at: int = 2) -> Trainer:
+    """Make ``t.fit()`` die with KeyboardInterrupt when it reaches update ``at`` (after the checkpoint at ``at``)."""
+    real_step = t.step
+
+    def step(u):
+        if u == at:
+            raise KeyboardInterrupt
+        return real_step(u)
+
+    t.step = step
+    return t
+
+
 @pytest.mark.parametrize("name", ["lfpo", "diffu_grpo"])
 def test_resume_continues_bit_identically(tmp_path, name):
     task = TASKS.get("sudoku4")()
@@ -35,15 +48,7 @@ def test_resume_continues_bit_identically(tmp_path, name):
     Trainer(straight, task, method(name), cfg, tmp_path / "a", show_progress=False).fit()
 
     interrupted = fresh()
-    t = Trainer(interrupted, task, method(name), cfg, tmp_path / "b", show_progress=False)
-    real_step = t.step
-
-    def crash_at_3(u):
-        if u == 2:
-            raise KeyboardInterrupt  # killed after the checkpoint at update 2
-        return real_step(u)
-
-    t.step = crash_at_3
+    t = crash_after_checkpoint(Trainer(interrupted, task, method(name), cfg, tmp_path / "b", show_progress=False))
     with pytest.raises(KeyboardInterrupt):
         t.fit()
     resumed = fresh()
