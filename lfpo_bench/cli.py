@@ -124,7 +124,9 @@ def eval_cmd(
         remasking=remasking, cfg_scale=cfg, use_cache=use_cache, stop_at_eos=stop_at_eos, seed=seed,
         batch_size=batch_size, limit=limit, n_samples=n_samples, out=out, device=device, data=data,
     )
-    rows, path = run_eval(args)
+    rows, path, is_main = run_eval(args)
+    if not is_main:  # under accelerate launch rank 0 alone reports
+        return
     print_rows(rows, f"{task} / {rows[0].split} / {rows[0].model}")
     console.print(f"rows written to {path}")
 

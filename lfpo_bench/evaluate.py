@@ -167,8 +167,6 @@ def evaluate(
             comp = complete(lm, task, examples, dec, batch_size=batch_size, generator=gen, bar=bar, lockstep=lockstep)
             comp = Completions(comp.texts[:n_real], comp.nfe[:n_real], comp.latency_ms[:n_real], comp.seconds)
             scored = task.score_batch(examples[:n_real], comp.texts)
-            if samples_out is not None:
-                samples_out(dec, examples[:n_real], comp, scored)
             if world > 1:  # gather every rank's share, back in problem order
                 parts = dist.gather_objects((mine, comp.texts, comp.nfe, comp.latency_ms, comp.seconds, scored))
                 order, texts, nfe_all, lat, secs, sc = [], [], [], [], 0.0, []
@@ -182,6 +180,8 @@ def evaluate(
                 perm = sorted(range(len(order)), key=lambda j: (order[j], j))
                 comp = Completions([texts[j] for j in perm], [nfe_all[j] for j in perm], [lat[j] for j in perm], secs)
                 scored = [sc[j] for j in perm]
+            if samples_out is not None and rank == 0:  # every problem's samples, in problem order
+                samples_out(dec, [p for p in problems for _ in range(n_samples)], comp, scored)
             per_sample = [s.score for s in scored]
             scores = [float(np.mean(per_sample[i : i + n_samples])) for i in range(0, len(per_sample), n_samples)]
             nfe = [float(np.mean(comp.nfe[i : i + n_samples])) for i in range(0, len(comp.nfe), n_samples)]
@@ -199,6 +199,8 @@ def evaluate(
                             for i in range(0, len(per_sample), n_samples)]))
             cfg = {"task": task.name, "split": split, "model": model_name or lm.name, "method": method, "seed": seed,
                    "n_samples": n_samples, "limit": limit, "decoding": dec.kwargs(), **(extra or {})}
+            if world > 1:  # sampled (temperature > 0) completions depend on the layout: each rank has its own stream
+                cfg["world_size"] = world
             rows.append(
                 ResultRow(
                     method=method, task=task.name, model=model_name or lm.name, split=split,

@@ -62,7 +62,10 @@ def default_out(kind: str) -> Path:
     return Path("results") / kind / f"{stamp}.jsonl"
 
 
-def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path]:
+def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path, bool]:
+    """Returns (rows, rows file, is_main). Under ``accelerate launch`` problems are sharded across ranks and
+    rank 0 alone writes rows and samples."""
+    from .distributed import world
     from .models.loader import load_model
 
     task = make_task(a.task, a.data)
@@ -73,17 +76,22 @@ def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path]:
     )
     device = resolve_device(a.device)
     model_spec = a.model or task.default_model
-    lm = load_model(model_spec, task=task, device=device, quiet=not a.show_progress)
+    dist = world()
+    with dist.main_first():  # a missing cached tiny model is pretrained once
+        lm = load_model(model_spec, task=task, device=device, quiet=not a.show_progress)
     samples = None
     out = Path(a.out) if a.out else default_out("eval")
-    if getattr(task, "uses_sandbox", False):
+    if dist.world_size > 1:  # every rank must name the same file; rank 0's choice wins
+        out = Path(dist.gather_objects(str(out))[0])
+    if getattr(task, "uses_sandbox", False) and dist.is_main:
         from .codeexec import samples_writer
 
         samples = samples_writer(out.with_suffix(".samples.jsonl"), task)
     rows = evaluate(
         lm, task, decodings, split=a.split, seed=a.seed, batch_size=a.batch_size, limit=a.limit,
         model_name=model_spec if model_spec != "tiny" else lm.name, show_progress=a.show_progress,
-        samples_out=samples, n_samples=a.n_samples,
+        samples_out=samples, n_samples=a.n_samples, dist=dist if dist.world_size > 1 else None,
     )
-    append_rows(out, [r.to_dict() for r in rows])
-    return rows, out
+    if dist.is_main:
+        append_rows(out, [r.to_dict() for r in rows])
+    return rows, out, dist.is_main

@@ -23,7 +23,7 @@ def test_eval_options_reach_the_work_function(monkeypatch):
         row = ResultRow(method="none", task=args.task, model="m", split="test", gen_length=16, steps=2, block_length=16,
                         decoding="fixed", temperature=0.0, remasking="low_confidence", seed=args.seed, n=1, accuracy=0.5,
                         nfe_mean=2.0, latency_ms_p50=1.0, latency_ms_p95=1.0, tokens_per_s=10.0, metrics={"solved": 0.25})
-        return [row], "out.jsonl"
+        return [row], "out.jsonl", True
 
     monkeypatch.setattr("lfpo_bench.runner.run_eval", fake)
     res = runner.invoke(cli.app, ["eval", "--task", "sudoku4", "--steps", "2,4", "--threshold", "0.9", "--seed", "3", "--limit", "5"])

@@ -102,6 +102,21 @@ def test_two_ranks_equal_one_rank_with_twice_the_batch(single_equal, tmp_path, e
     assert cfg["world_size"] == 2
 
 
+def test_data_parallel_eval_writes_the_single_process_rows_once(tmp_path):
+    """`lfpo-bench eval` under accelerate launch: problems sharded (15 split 8/7), rank 0 writes every row once."""
+    args = ["-m", "lfpo_bench.cli", "eval", "--task", "sudoku4", "--model", "tiny", "--steps", "2,4", "--threshold", "0.9",
+            "--limit", "15"]
+    _launch("single", [*args, "--out", str(tmp_path / "one.jsonl")], tmp_path)
+    p = _launch("ddp", [*args, "--out", str(tmp_path / "two.jsonl")], tmp_path)
+    one = [json.loads(x) for x in (tmp_path / "one.jsonl").read_text().splitlines()]
+    two = [json.loads(x) for x in (tmp_path / "two.jsonl").read_text().splitlines()]
+    assert len(one) == len(two) == 3
+    key = lambda r: (r["decoding"], r["steps"], r["problem_ids"], r["scores"], r["nfe"])  # noqa: E731
+    assert [key(r) for r in one] == [key(r) for r in two]
+    assert len(two[0]["problem_ids"]) == 15 and two[0]["config"]["world_size"] == 2
+    assert p.stdout.count("rows written to") == 1  # one report, from rank 0
+
+
 UNEVEN = ["--method", "trace_rl", "--updates", "2", "--steps", "2", "--threshold", "0.9", "--limit", "15",
           "--set", "train.micro_batch=4", "--set", "train.val_every=1", "--set", "train.lora_r=4",
           "--set", "train.lora_dropout=0", "--set", "acc_low=0.4"]
