@@ -234,7 +234,9 @@ def test_trajectory_replay_over_every_step_equals_replay_over_used_steps(tiny_ra
     ("fsdp", {"FSDP_VERSION": "1"}, "fsdp_version: 2"),
     ("fsdp", {"FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "SIZE_BASED_WRAP"}, "TRANSFORMER_BASED_WRAP"),
     ("fsdp", {"FSDP_VERSION": "2", "FSDP_ACTIVATION_CHECKPOINTING": "true"}, "gradient_checkpointing"),
-    ("fsdp", {"FSDP_VERSION": "2", "ACCELERATE_MIXED_PRECISION": "fp16"}, "bf16"),
+    ("fsdp", {"FSDP_VERSION": "2", "ACCELERATE_MIXED_PRECISION": "bf16"}, "mixed_precision: \"no\""),
+    ("fsdp", {"FSDP_VERSION": "2", "FSDP_OFFLOAD_PARAMS": "true"}, "fsdp_offload_params: false"),
+    ("fsdp", {"FSDP_VERSION": "2", "FSDP_RESHARD_AFTER_FORWARD": "false"}, "hide the old/EMA policy swaps"),
     ("deepspeed", {"ACCELERATE_DEEPSPEED_ZERO_STAGE": "1"}, "stage 1 is not supported"),
     ("deepspeed", {"ACCELERATE_DEEPSPEED_ZERO_STAGE": "2", "ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE": "cpu"},
      "offload_optimizer_device: none"),
@@ -253,9 +255,8 @@ def test_fsdp_plan_reads_the_accelerate_config():
     from lfpo_bench.distributed import fsdp_plan, wrap_units
     from lfpo_bench.models.loader import new_tiny
 
-    plan = fsdp_plan({"FSDP_VERSION": "2", "FSDP_RESHARD_AFTER_FORWARD": "false", "FSDP_OFFLOAD_PARAMS": "true",
-                      "ACCELERATE_MIXED_PRECISION": "bf16"})
-    assert (plan["reshard_after_forward"], plan["offload"], plan["bf16"]) == (False, True, True)
+    plan = fsdp_plan({"FSDP_VERSION": "2", "FSDP_RESHARD_AFTER_FORWARD": "true"})
+    assert fsdp_plan({"FSDP_VERSION": "2", "FSDP_TRANSFORMER_CLS_TO_WRAP": "Block, Other"})["classes"] == ["Block", "Other"]
     lm = new_tiny(0, d_model=32, n_layers=3, n_heads=2, max_position_embeddings=64)
     assert [type(m).__name__ for m in wrap_units(lm.module, plan)] == ["Block"] * 3  # from _no_split_modules
     assert wrap_units(lm.module, {**plan, "wrap": "NO_WRAP"}) == []

@@ -21,8 +21,8 @@ class FSDPDist(TorchDist):
     whole, which would leave gradients un-reduced), and the trainer drives its own backward passes and
     optimiser step. The config's knobs are honoured or refused, never ignored: ``fsdp_version: 2``, the
     auto-wrap policy (``TRANSFORMER_BASED_WRAP`` with ``fsdp_transformer_layer_cls_to_wrap`` or the model's
-    ``_no_split_modules``, or ``NO_WRAP``), ``fsdp_reshard_after_forward``, ``fsdp_offload_params`` and
-    ``mixed_precision: bf16``."""
+    ``_no_split_modules``, or ``NO_WRAP``). Refused: ``fsdp_reshard_after_forward: false`` (gathered weights
+    would hide policy swaps), parameter offload (untested) and mixed precision (real models load in bf16)."""
 
     engine = "fsdp"
     shards_params = True
@@ -34,16 +34,12 @@ class FSDPDist(TorchDist):
 
     def setup(self, lm, make_optimizer, grad_clip: float):
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+        from torch.distributed.fsdp import fully_shard
 
         module = lm.module
         device = next(module.parameters()).device
         mesh = init_device_mesh(device.type, (self.world_size,))
-        kw = {"mesh": mesh, "reshard_after_forward": self.plan["reshard_after_forward"]}
-        if self.plan["offload"]:
-            kw["offload_policy"] = CPUOffloadPolicy()
-        if self.plan["bf16"]:
-            kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        kw = {"mesh": mesh, "reshard_after_forward": True}  # every forward sees the shards (policy swaps)
         units = wrap_units(module, self.plan)
         for unit in units:
             fully_shard(unit, **kw)
@@ -101,16 +97,20 @@ def fsdp_plan(env: dict) -> dict:
     if wrap not in _WRAP:
         raise UserError(f"fsdp_auto_wrap_policy {wrap!r} is not supported; use one of {list(_WRAP)}")
     refused = {"FSDP_ACTIVATION_CHECKPOINTING": "use --set train.gradient_checkpointing=true",
-               "FSDP_CPU_RAM_EFFICIENT_LOADING": "every rank loads the checkpoint; set it to false"}
+               "FSDP_CPU_RAM_EFFICIENT_LOADING": "every rank loads the checkpoint; set it to false",
+               "FSDP_OFFLOAD_PARAMS": "parameter offload is not tested yet; set fsdp_offload_params: false"}
     for name, fix in refused.items():
         if flag(name):
             raise UserError(f"{name}=true (accelerate config) is not supported under lfpo-bench FSDP: {fix}")
+    if not flag("FSDP_RESHARD_AFTER_FORWARD", "true"):
+        raise UserError("fsdp_reshard_after_forward: false is not supported: weights kept gathered between forwards hide "
+                        "the old/EMA policy swaps (and the optimiser would see unsharded parameters); set it to true")
     mp = env.get("ACCELERATE_MIXED_PRECISION", "no")
-    if mp not in ("no", "bf16"):
-        raise UserError(f"mixed_precision {mp!r} is not supported under FSDP; use 'no' (models load in bf16) or 'bf16'")
+    if mp != "no":
+        raise UserError(f"mixed_precision {mp!r} is not supported under FSDP: set mixed_precision: \"no\" (real models "
+                        "load in bf16 already)")
     classes = [c.strip() for c in env.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "").split(",") if c.strip()]
-    return {"wrap": wrap, "classes": classes, "reshard_after_forward": flag("FSDP_RESHARD_AFTER_FORWARD", "true"),
-            "offload": flag("FSDP_OFFLOAD_PARAMS"), "bf16": mp == "bf16"}
+    return {"wrap": wrap, "classes": classes}
 
 
 def wrap_units(module, plan: dict) -> list:
