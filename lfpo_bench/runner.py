@@ -90,7 +90,7 @@ def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path, bool]:
     rows = evaluate(
         lm, task, decodings, split=a.split, seed=a.seed, batch_size=a.batch_size, limit=a.limit,
         model_name=model_spec if model_spec != "tiny" else lm.name, show_progress=a.show_progress,
-        samples_out=samples, n_samples=a.n_samples, dist=dist if dist.world_size > 1 else None,
+        samples_out=samples, n_samples=a.n_samples, dist=dist,
     )
     if dist.is_main:
         append_rows(out, [r.to_dict() for r in rows])

@@ -205,6 +205,7 @@ def accumulate(method, ctx: Context, mbs: list[RolloutBatch], states: list[dict]
     row-weighted over its real micro-batches."""
     n = sum(mb.n for mb, w in zip(mbs, weights or [1.0] * len(mbs)) if w)
     weights = weights if weights is not None else [mb.n / n for mb in mbs]
+    backward = backward or (lambda loss, last: loss.backward())
     tot, metrics = 0.0, {}
     for m, mb in enumerate(mbs):
         k = method.chunks(mb)
@@ -213,10 +214,8 @@ def accumulate(method, ctx: Context, mbs: list[RolloutBatch], states: list[dict]
             out = method.loss(ctx, mb, states[m], it, m, c)
             if not torch.isfinite(out.loss):
                 raise FloatingPointError(f"{method.name} loss is {out.loss.item()} at update {ctx.update}, iteration {it}")
-            if backward is None:
-                (out.loss * weights[m]).backward()
-            else:  # the engine's backward (DeepSpeed reduces gradients at the step's last one)
-                backward(out.loss * weights[m], m == len(mbs) - 1 and c == k - 1)
+            # the engine's backward: DeepSpeed reduces gradients at the step's last one
+            backward(out.loss * weights[m], m == len(mbs) - 1 and c == k - 1)
             if real:
                 tot += out.loss.item() * mb.n / n
                 for key, v in out.metrics.items():
@@ -358,11 +357,12 @@ class Trainer:
         if batch is not None and trains:
             method.on_batch(batch)
             mbs = make_batches(batch, cfg.micro_batch)
-        # every rank runs the same number of passes (FSDP forwards and DDP gradient reductions are collectives)
-        n_mb = self.dist.max_int(len(mbs)) if trains else 0
+        # every rank's (micro-batches, rows): all ranks run as many passes as the busiest one (sharded forwards
+        # and gradient reductions are collectives), and weigh their rows against all ranks' rows
+        counts = self.dist.gather(torch.tensor([[len(mbs), sum(mb.n for mb in mbs)]])) if trains else torch.zeros(1, 2)
+        n_mb = int(counts[:, 0].max())
         if n_mb:
-            n_real = len(mbs)
-            weights = loss_weights([mb.n for mb in mbs], self.dist.sum_int(sum(mb.n for mb in mbs)), self.dist.world_size)
+            weights = loss_weights([mb.n for mb in mbs], int(counts[:, 1].sum()), self.dist.world_size)
             if len(mbs) < n_mb:  # this rank kept fewer groups: zero-weight passes keep it in step with the others
                 dummy = full.select(slice(0, full.group_size))
                 dummy.advantages = torch.zeros_like(dummy.rewards)
@@ -371,12 +371,11 @@ class Trainer:
                 mbs = mbs + [dummy] * (n_mb - len(mbs))
             # global index of this rank's first micro-batch: the ranks' real micro-batches, in rank order, are the
             # single-process micro-batches (with micro_batch = group size, or equal counts), so masks match
-            counts = self.dist.gather(torch.tensor([n_real]))
-            self.ctx.mb_offset = int(counts[: self.dist.rank].sum())
+            self.ctx.mb_offset = int(counts[: self.dist.rank, 0].sum())
             # dropout (LoRA's, a model's own) draws from the global RNG, which takes no generator: seed it per
             # (seed, update, rank), so that training with dropout reruns and resumes identically
             torch.manual_seed(_seed(cfg.seed, u, 4099, self.dist.rank))
-            entry["pad_passes"] = int((n_mb - counts).sum())  # zero-weight micro-batches run for lock-step, all ranks
+            entry["pad_passes"] = int((n_mb - counts[:, 0]).sum())  # zero-weight micro-batches run for lock-step, all ranks
             lm.train()
             states = [method.prepare(self.ctx, mb, m) for m, mb in enumerate(mbs)]
             for it in range(method.mu):

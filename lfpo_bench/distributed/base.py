@@ -58,9 +58,6 @@ class Dist:
     def sum_int(self, n: int) -> int:
         return int(n)
 
-    def max_int(self, n: int) -> int:
-        return int(n)
-
     def any(self, flag: bool) -> bool:
         return bool(flag)
 

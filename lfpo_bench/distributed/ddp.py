@@ -56,8 +56,5 @@ class TorchDist(Dist):
     def sum_int(self, n: int) -> int:
         return self._reduce(n, self._d.ReduceOp.SUM)
 
-    def max_int(self, n: int) -> int:
-        return self._reduce(n, self._d.ReduceOp.MAX)
-
     def any(self, flag: bool) -> bool:
         return self._reduce(1 if flag else 0, self._d.ReduceOp.MAX) > 0

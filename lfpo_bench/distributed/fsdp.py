@@ -29,8 +29,7 @@ class FSDPDist(TorchDist):
 
     def __init__(self, env: dict | None = None):
         super().__init__()
-        self.env = dict(os.environ if env is None else env)
-        self.plan = fsdp_plan(self.env)
+        self.plan = fsdp_plan(dict(os.environ if env is None else env))
 
     def setup(self, lm, make_optimizer, grad_clip: float):
         from torch.distributed.device_mesh import init_device_mesh

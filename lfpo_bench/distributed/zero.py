@@ -24,8 +24,7 @@ class DeepSpeedDist(TorchDist):
 
     def __init__(self, env: dict | None = None):
         super().__init__()
-        self.env = dict(os.environ if env is None else env)
-        self.config = deepspeed_config(self.env)
+        self.config = deepspeed_config(dict(os.environ if env is None else env))
         self.stage = int(self.config["zero_optimization"]["stage"])
         self.shards_params = self.stage == 3
         self.ds = None
