@@ -12,6 +12,7 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,17 +29,24 @@ ENV = {"LFPO_BENCH_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
 SHARDED = ["fsdp", pytest.param("deepspeed_zero2", marks=pytest.mark.deepspeed), pytest.param("deepspeed_zero3", marks=pytest.mark.deepspeed)]
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _launcher(engine: str, nproc: int) -> list[str]:
     if engine == "single":
         return [sys.executable]
     if engine.startswith("deepspeed"):
         pytest.importorskip("deepspeed")
     acc = shutil.which("accelerate") or os.path.join(os.path.dirname(sys.executable), "accelerate")
+    # a fresh rendezvous port per launch: the previous launch's port may not be released yet
+    common = ["--num_processes", str(nproc), "--main_process_port", str(_free_port())]
     if engine != "ddp":  # a shipped launch config: fsdp.yaml, deepspeed_zero2.yaml, deepspeed_zero3.yaml
-        return [acc, "launch", "--config_file", str(CONFIGS / f"{engine}.yaml"), "--num_processes", str(nproc)]
+        return [acc, "launch", "--config_file", str(CONFIGS / f"{engine}.yaml"), *common]
     # on a CPU-only machine --multi_gpu starts torchrun processes and PartialState picks the gloo backend
-    return [acc, "launch", "--multi_gpu", "--num_processes", str(nproc), "--num_machines", "1", "--mixed_precision", "no",
-            "--dynamo_backend", "no"]
+    return [acc, "launch", "--multi_gpu", *common, "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
 def _launch(engine: str, args: list[str], cwd, nproc: int = 2, env: dict | None = None):
