@@ -18,6 +18,7 @@ unpickles or executes anything the candidate produced.
 """
 
 import base64
+import ctypes
 import json
 import math
 import os
@@ -62,6 +63,8 @@ def recv(sock):
 
 # ---- value codec (the harness has the same rules in lfpo_bench/sandbox.py) -------------------------
 MAX_ITEMS = 1_000_000  # larger results are sent as a sha256 digest of their canonical form
+MAX_RESULT_BYTES = 16 << 20  # so are results whose encoding is larger than this
+MAX_NAMES = 10_000  # top-level names reported to the harness (values: at most 100k items each)
 
 
 class TooBig(Exception):
@@ -167,8 +170,8 @@ def dec(v, refs):
 # ---- the child: serve one program --------------------------------------------------------------
 def names_of(ns, refs):
     out = {}
-    for k, v in list(ns.items()):
-        if k.startswith("__"):
+    for k, v in list(ns.items())[:MAX_NAMES]:
+        if k.startswith("__") or type(k) is not str:
             continue
         if isinstance(v, types.ModuleType):
             out[k] = {"kind": "module", "name": v.__name__}
@@ -176,8 +179,8 @@ def names_of(ns, refs):
             out[k] = {"kind": "callable"}
         else:
             try:
-                out[k] = {"kind": "value", "value": enc(v, refs)}
-            except Exception:  # noqa: BLE001
+                out[k] = {"kind": "value", "value": enc(v, refs, budget=[100_000])}
+            except (Exception, TooBig):  # noqa: BLE001
                 out[k] = {"kind": "opaque"}
     return out
 
@@ -208,6 +211,8 @@ def serve(chan, program):
                 res = f(*dec(msg["args"], refs), **{k: dec(x, refs) for k, x in msg["kwargs"].items()})
                 try:
                     out = {"ok": 1, "value": enc(res, refs, budget=[MAX_ITEMS])}
+                    if len(json.dumps(out)) > MAX_RESULT_BYTES:
+                        raise TooBig
                 except TooBig:
                     out = {"ok": 1, "value": digest(res)}
             elif op == "exec":
@@ -238,19 +243,23 @@ def serve(chan, program):
             send(chan, {"ok": 0, "exc": "TypeError", "msg": "result cannot be sent to the checker"})
 
 
-def child(chan, msg, workdir, uid):
-    os.setsid()
-    os.chdir(workdir)
+def child(chan, msg, out_fds, uid, nsmode):
+    """The candidate process: pid 2 of its own pid namespace when ``nsmode`` (pid 1 is ``init``)."""
+    if not nsmode:
+        os.setsid()
+    os.chdir(WORK if nsmode else msg["workdir"])
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
-    for fd, name in ((1, ".stdout"), (2, ".stderr")):
-        f = os.open(os.path.join(workdir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(f, fd)
-        os.close(f)
+    os.dup2(out_fds[0], 1)
+    os.dup2(out_fds[1], 2)
+    keep = chan.fileno()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 16)
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     os.environ.clear()
-    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"})
+    home = WORK if nsmode else msg["workdir"]
+    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8"})
     lim = msg["limits"]
     mem = lim["memory_mb"] << 20
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
@@ -260,6 +269,7 @@ def child(chan, msg, workdir, uid):
     resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # setuid-root binaries cannot raise privileges
     if os.getuid() == 0 and uid > 0:
         os.setgroups([])
         os.setgid(uid)
@@ -268,75 +278,236 @@ def child(chan, msg, workdir, uid):
     serve(chan, msg["code"])
 
 
-# ---- the zygote ---------------------------------------------------------------------------------
-def isolate():
-    """rlimits backend, as root: private network (loopback only) and mount namespaces, with fresh tmpfs
-    over the world-writable and home folders. Best effort: a failure leaves that part unisolated."""
-    import ctypes
+# ---- namespaces: the zygote's minimal root, and one pid/ipc/mount namespace per program ------------
+LIBC = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC, CLONE_NEWNET = 0x00020000, 0x20000000, 0x08000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    1, 2, 4, 8, 32, 4096, 0x4000, 0x40000)
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
+SCRATCH = "/.scratch"  # per program: one size-limited tmpfs; its work/ is bound on /tmp, shm/ on /dev/shm
+WORK = "/tmp"
+# /etc entries a Python program may need; the rest of /etc (package-manager credentials, ...) stays hidden
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "passwd", "group", "nsswitch.conf",
+       "hosts", "host.conf", "mime.types", "os-release", "alternatives", "protocols", "services", "locale.alias")
+DEV = ("null", "zero", "full", "random", "urandom")
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
+
+def _mount(src, dst, fstype, flags, data=None):
+    enc = lambda x: x.encode() if isinstance(x, str) else x  # noqa: E731
+    if LIBC.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"mount {src} on {dst}: {os.strerror(e)}")
+
+
+def _bind(src, dst, extra=MS_NOSUID | MS_NODEV):
+    _mount(src, dst, None, MS_BIND)
+    _mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | extra)
+
+
+def _under(path, roots):
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def minimal_root(cfg):
+    """Give the zygote (and so every program) a private mount namespace whose root holds only what the
+    interpreter needs, read-only and nosuid: /usr (without /usr/local), the interpreter's own prefix when it
+    lives elsewhere, the /bin, /lib... links, a few /etc files, /dev/{null,zero,full,random,urandom}. The
+    project tree, virtualenvs, data and cache folders, home folders, /run, /var, /opt, /mnt are absent;
+    paths in ``cfg["hide"]`` that fall inside an exposed tree are covered with an empty read-only tmpfs.
+    Needs CAP_SYS_ADMIN (root, or bubblewrap's namespace); raises OSError otherwise."""
+    import sysconfig
+
+    if LIBC.unshare(CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+    _mount("none", "/", None, MS_REC | MS_PRIVATE)
+    new = "/tmp" if os.path.isdir("/tmp") else "/mnt"
+    _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    exposed = []
+    for top in sorted(os.listdir("/")):
+        src = "/" + top
+        if top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr"):
+            if os.path.islink(src):
+                os.symlink(os.readlink(src), new + src)
+            elif os.path.isdir(src):
+                os.mkdir(new + src)
+                _bind(src, new + src)
+                exposed.append(src)
+    prefix = os.path.realpath(sys.base_prefix)
+    if not _under(prefix, exposed):  # an interpreter outside /usr (pyenv, conda): its own install, read-only
+        os.makedirs(new + prefix, exist_ok=True)
+        _bind(prefix, new + prefix)
+        exposed.append(prefix)
+    os.mkdir(new + "/etc")
+    for name in ETC:
+        src = "/etc/" + name
+        if os.path.islink(src) and not os.path.exists(src):
+            continue
+        if os.path.isdir(src):
+            os.mkdir(new + src)
+        elif os.path.isfile(src):
+            open(new + src, "w").close()
+        else:
+            continue
+        _bind(src, new + src)
+    os.mkdir(new + "/dev")
+    _mount("tmpfs", new + "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
+    for name in DEV:
+        open(new + "/dev/" + name, "w").close()
+        _mount("/dev/" + name, new + "/dev/" + name, None, MS_BIND)
+        _mount(None, new + "/dev/" + name, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NOEXEC)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, new + "/dev/" + name)
+    os.mkdir(new + "/dev/shm")
+    _mount(None, new + "/dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
+    for d in ("/proc", "/tmp", SCRATCH):
+        os.makedirs(new + d, exist_ok=True)
+    os.chmod(new + SCRATCH, 0o700)
+    hide = {"/usr/local"}
+    hide.update(os.path.realpath(p) for p in cfg.get("hide", []))
+    for key in ("purelib", "platlib"):  # the interpreter's own site-packages: not on sys.path under -I -S
+        hide.add(os.path.realpath(sysconfig.get_paths()[key]))
+    hidden = []
+    for p in sorted(hide):
+        if not _under(p, exposed) or not os.path.exists(new + p):
+            continue
+        if os.path.isdir(new + p):
+            _mount("tmpfs", new + p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0555")
+        else:
+            _mount("/dev/null", new + p, None, MS_BIND)
+        hidden.append(p)
+    os.chdir(new)
+    if LIBC.syscall(155, b".", b".") != 0:  # pivot_root(".", "."): the old root is stacked under the new one
+        raise OSError(ctypes.get_errno(), "pivot_root")
+    if LIBC.umount2(b".", MNT_DETACH) != 0:
+        raise OSError(ctypes.get_errno(), "umount old root")
+    os.chdir("/")
+    _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    return hidden
+
+
+def isolate(cfg):
+    """Set up the zygote's isolation. Returns (what is isolated, whether per-program namespaces work)."""
     done = []
-    if libc.unshare(CLONE_NEWNET) == 0:
-        done.append("net")
-    if libc.unshare(CLONE_NEWNS) == 0:
-        MS_REC, MS_PRIVATE = 0x4000, 0x40000
-        libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)
-        for d in (b"/tmp", b"/var/tmp", b"/dev/shm", b"/root", b"/home", b"/run/lock"):
-            if os.path.isdir(d) and libc.mount(b"tmpfs", d, b"tmpfs", 0, b"mode=0755") == 0:
-                done.append(d.decode())
-    PR_SET_PDEATHSIG = 1
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    return done
+    if cfg.get("netns"):
+        if LIBC.unshare(CLONE_NEWNET) == 0:
+            done.append("net")
+        LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    try:
+        minimal_root(cfg)
+        done.append("fs")
+    except OSError as e:
+        done.append(f"fs failed: {e}")
+        return done, False
+    # per-program namespaces need CAP_SYS_ADMIN here too: try once
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if LIBC.unshare(CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNS) == 0 else 1)
+    _, st = os.waitpid(pid, 0)
+    ok = os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0
+    if ok:
+        done += ["pid", "ipc", "proc", "scratch-size"]
+    return done, ok
 
 
 def become_subreaper():
-    import ctypes
+    LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1)
 
-    PR_SET_CHILD_SUBREAPER = 36
-    ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+class Stop(Exception):
+    pass
+
+
+def _stop(*_):
+    raise Stop
+
+
+def init(chan, msg, out_fds, uid, status_w):
+    """pid 1 of the program's namespaces: private scratch, /tmp, /dev/shm and /proc, then fork the
+    candidate and wait. When the candidate ends, or the zygote sends SIGUSR1, report the candidate's
+    status and exit: the kernel then kills every process left in the namespace (threads and zombie
+    leaders included) before this process can be reaped."""
+    lim = msg["limits"]
+    _mount("none", "/", None, MS_REC | MS_PRIVATE)
+    _mount("tmpfs", SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV,
+           f"size={lim['fsize_mb']}m,nr_inodes={lim.get('inodes', 4096)},mode=0700")
+    for sub in ("work", "shm"):
+        os.mkdir(f"{SCRATCH}/{sub}", 0o1777)
+        os.chmod(f"{SCRATCH}/{sub}", 0o1777)
+    _mount(f"{SCRATCH}/work", WORK, None, MS_BIND)
+    _mount(f"{SCRATCH}/shm", "/dev/shm", None, MS_BIND)
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(status_w)
+        child(chan, msg, out_fds, uid, True)
+        os._exit(0)
+    chan.close()
+    for fd in out_fds:
+        os.close(fd)
+    status, ru = None, None
+    try:
+        while status is None:
+            p, st, r = os.wait4(-1, 0)
+            if p == pid:
+                status, ru = st, r
+    except (Stop, ChildProcessError):
+        try:
+            p, st, r = os.wait4(pid, os.WNOHANG)
+            if p == pid:
+                status, ru = st, r
+        except (ChildProcessError, Stop):
+            pass
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    os.write(status_w, json.dumps(_status(status, ru)).encode())
+    os._exit(0)
+
+
+def _status(status, ru):
+    return {
+        "exit": os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None,
+        "signal": os.WTERMSIG(status) if status is not None and os.WIFSIGNALED(status) else None,
+        "maxrss_kb": ru.ru_maxrss if ru else 0,
+        "cpu_s": (ru.ru_utime + ru.ru_stime) if ru else 0.0,
+    }
 
 
 def kill_all(pid, uid, pidns):
-    """SIGKILL the program and everything it started, until a scan finds nothing left (a fork loop may
-    spawn between scans; a killed process stays listed until it has exited, so scans are paced, within a
-    10 s deadline). The zygote is a child subreaper, so orphans come back to it and are reaped."""
+    """Fallback without per-program namespaces: SIGKILL the program's group and every process of the
+    sandbox uid (or, inside bubblewrap's pid namespace, every process started after the zygote) until a
+    scan finds none alive (zombie leaders with live threads are killed too), within 10 s."""
     try:
         os.killpg(pid, signal.SIGKILL)
     except OSError:
         pass
     me = os.getpid()
     deadline = time.monotonic() + 10.0
-    for i in range(1_000_000):
-        if i and time.monotonic() > deadline:
-            break
-        if i:
-            time.sleep(min(0.001 * i, 0.02))  # SIGKILLed processes take a moment to exit: wait, do not spin
+    i = 0
+    while uid > 0 or pidns:
         found = False
         for p in os.listdir("/proc"):
-            if not p.isdigit():
+            if not p.isdigit() or int(p) <= me and pidns:
                 continue
-            q = int(p)
-            if q in (me, 1) or (pidns and q < me):
-                continue
-            if not pidns:
-                try:
-                    with open(f"/proc/{p}/status") as f:
-                        fields = dict(line.split(":", 1) for line in f if ":" in line)
-                except OSError:
-                    continue
-                if uid <= 0 or int(fields.get("Uid", "-1").split()[0]) != uid:
-                    continue
-                if fields.get("State", "").strip().startswith("Z"):
-                    continue  # already dead; reaped below
             try:
-                os.kill(q, signal.SIGKILL)
+                with open(f"/proc/{p}/status") as f:
+                    fields = dict(line.split(":", 1) for line in f if ":" in line)
+            except OSError:
+                continue
+            if not pidns and int(fields.get("Uid", "-1").split()[0]) != uid:
+                continue
+            if fields.get("State", "").strip().startswith("Z") and fields.get("Threads", "1").strip() == "1":
+                continue  # dead, waiting to be reaped below
+            try:
+                os.kill(int(p), signal.SIGKILL)
                 found = True
             except OSError:
                 pass
         reap_all()
-        if not found:
+        if not found or time.monotonic() > deadline:
             break
+        i += 1
+        time.sleep(min(0.001 * i, 0.02))
 
 
 RESULTS = {}  # pid -> (status, rusage) of children reaped by reap_all
@@ -353,56 +524,112 @@ def reap_all():
         RESULTS[pid] = (status, ru)
 
 
-def tail(path, n=2000):
+def tail(fd, n=2000):
+    """The last ``n`` bytes the program wrote to its own memfd: bounded, and no path is ever opened."""
     try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - n))
-            return f.read().decode("utf-8", "replace")
+        size = os.fstat(fd).st_size
+        return os.pread(fd, n, max(0, size - n)).decode("utf-8", "replace")
     except OSError:
         return ""
+    finally:
+        os.close(fd)
 
 
-def run_one(ctrl, msg, uid, pidns):
+def wait_exit(pid, seconds):
+    """wait4 with a deadline (a pidfd makes the wait a poll)."""
+    import select
+
+    try:
+        pfd = os.pidfd_open(pid)
+    except OSError:
+        pfd = None
+    try:
+        if pfd is not None:
+            select.select([pfd], [], [], seconds)
+        p, st, ru = os.wait4(pid, os.WNOHANG)
+        return (st, ru) if p == pid else None
+    except ChildProcessError:
+        return RESULTS.pop(pid, (0, None))
+    finally:
+        if pfd is not None:
+            os.close(pfd)
+
+
+def run_one(ctrl, msg, uid, nsmode, cfg):
     a, b = socket.socketpair()
-    workdir = tempfile.mkdtemp(prefix="sbx-")
-    if os.getuid() == 0 and uid > 0:
-        os.chown(workdir, uid, uid)
+    out_fds = [os.memfd_create("stdout"), os.memfd_create("stderr")]
     t0 = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            ctrl.close()
-            a.close()
-            child(b, msg, workdir, uid)
-        finally:
-            os._exit(0)
-    b.close()
-    send(ctrl, {"op": "started", "pid": pid}, fds=[a.fileno()])
+    if nsmode:
+        status_r, status_w = os.pipe()
+        pid_r, pid_w = os.pipe()
+        c = os.fork()
+        if c == 0:  # C: new pid/ipc/mount namespaces for its children; fork their init, report its pid, exit
+            try:
+                ctrl.close()
+                a.close()
+                os.close(status_r)
+                os.close(pid_r)
+                if LIBC.unshare(CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNS) != 0:
+                    os._exit(1)
+                signal.signal(signal.SIGUSR1, _stop)  # inherited by init: no window where SIGUSR1 is lost
+                g = os.fork()
+                if g == 0:
+                    os.close(pid_w)
+                    init(b, msg, out_fds, uid, status_w)
+                os.write(pid_w, str(g).encode())
+            finally:
+                os._exit(0)
+        b.close()
+        os.close(status_w)
+        os.close(pid_w)
+        os.waitpid(c, 0)
+        g = int(os.read(pid_r, 64) or b"0")
+        os.close(pid_r)
+    else:
+        workdir = tempfile.mkdtemp(prefix="sbx-")
+        if os.getuid() == 0 and uid > 0:
+            os.chown(workdir, uid, uid)
+        msg = {**msg, "workdir": workdir}
+        g = os.fork()
+        if g == 0:
+            try:
+                ctrl.close()
+                a.close()
+                child(b, msg, out_fds, uid, False)
+            finally:
+                os._exit(0)
+        b.close()
+    send(ctrl, {"op": "started", "pid": g}, fds=[a.fileno()])
     a.close()
     try:
         reap_msg = recv(ctrl)
     except (EOFError, OSError):
         reap_msg = None
-    kill_all(pid, uid, pidns)
-    try:
-        _, status, ru = os.wait4(pid, 0)
-    except ChildProcessError:  # already reaped by kill_all
-        status, ru = RESULTS.pop(pid, (0, None))
+    if nsmode:
+        st = None
+        if g > 0:
+            try:
+                os.kill(g, signal.SIGUSR1)
+            except OSError:
+                pass
+            done = wait_exit(g, 2.0)
+            if done is None:  # init did not answer: SIGKILL tears the namespace down all the same
+                os.kill(g, signal.SIGKILL)
+                done = wait_exit(g, 30.0)
+        try:
+            st = json.loads(os.read(status_r, 65536) or b"null")
+        except (OSError, ValueError):
+            st = None
+        os.close(status_r)
+        st = st or _status(None, None)
+    else:
+        kill_all(g, uid, cfg.get("pidns", False))
+        done = wait_exit(g, 10.0) or RESULTS.pop(g, (0, None))
+        st = _status(*done)
+        shutil.rmtree(workdir, ignore_errors=True)
     reap_all()
     RESULTS.clear()
-    out = {
-        "op": "done",
-        "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-        "stdout": tail(os.path.join(workdir, ".stdout")),
-        "stderr": tail(os.path.join(workdir, ".stderr")),
-        "maxrss_kb": ru.ru_maxrss if ru else 0,
-        "cpu_s": (ru.ru_utime + ru.ru_stime) if ru else 0.0,
-        "seconds": time.monotonic() - t0,
-    }
-    shutil.rmtree(workdir, ignore_errors=True)
+    out = {"op": "done", **st, "stdout": tail(out_fds[0]), "stderr": tail(out_fds[1]), "seconds": time.monotonic() - t0}
     if reap_msg is None:
         sys.exit(0)
     send(ctrl, out)
@@ -410,17 +637,17 @@ def run_one(ctrl, msg, uid, pidns):
 
 def main():
     ctrl = socket.socket(fileno=int(sys.argv[1]))
-    uid, do_isolate, pidns = int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1"
-    isolated = isolate() if do_isolate else []
+    uid, cfg = int(sys.argv[2]), json.loads(sys.argv[3])
+    isolated, nsmode = isolate(cfg) if cfg.get("isolate") else ([], False)
     become_subreaper()
-    send(ctrl, {"op": "ready", "isolated": isolated, "uid": os.getuid(), "pid": os.getpid()})
+    send(ctrl, {"op": "ready", "isolated": isolated, "nsmode": nsmode, "uid": os.getuid(), "pid": os.getpid()})
     while True:
         try:
             msg = recv(ctrl)
         except (EOFError, OSError):
             break
         if msg.get("op") == "run":
-            run_one(ctrl, msg, uid, pidns)
+            run_one(ctrl, msg, uid, nsmode, cfg)
         elif msg.get("op") == "ping":
             send(ctrl, {"op": "pong"})
         else:

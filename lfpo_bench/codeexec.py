@@ -100,16 +100,26 @@ def humaneval_check(problem: dict) -> Callable[[Session], None]:
     return check
 
 
+def defined_names(code: str) -> frozenset[str]:
+    """Top-level functions and classes of a reference solution: the names the tests call."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return frozenset()
+    return frozenset(n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
+
+
 def mbpp_check(record: dict) -> Callable[[Session], None]:
     setup = record.get("test_setup_code") or ""
     imports = "\n".join(record.get("test_imports") or [])
     tests = list(record["test_list"])
+    under_test = defined_names(record.get("code") or "")
 
     def check(s: Session) -> None:
         s.start()
         if setup.strip():
             s.exec(setup)
-        ns = s.namespace()
+        ns = s.namespace(may_shadow=under_test)
         exec(imports, ns)  # noqa: S102 - dataset imports
         for t in tests:
             exec(t, ns)  # noqa: S102 - dataset assert line
@@ -121,6 +131,18 @@ def _is_floats(x) -> bool:
     if isinstance(x, float):
         return True
     return isinstance(x, (list, tuple)) and bool(x) and all(isinstance(i, float) for i in x)
+
+
+def _pyramid_surface(base_edge, height) -> int:
+    """Square pyramid: base area plus four triangles whose height is the slant height (evalplus's oracle)."""
+    slant = math.sqrt((base_edge / 2) ** 2 + height**2)  # same float operations as evalplus: same rounding
+    return round(base_edge**2 + 4 * (base_edge * slant) / 2)
+
+
+def _padded_digit_distance(a, b) -> int:
+    sa, sb = str(a), str(b)
+    width = max(len(sa), len(sb))
+    return sum(abs(int(x) - int(y)) for x, y in zip(sa.zfill(width), sb.zfill(width)))
 
 
 def _poly(xs, x) -> float:
@@ -141,6 +163,13 @@ def plus_equal(out: Any, exp: Any, inp: list, atol: float, entry_point: str, dat
             exact = True
         elif entry_point == "sum_div":
             exact = exact or out == 0
+        elif entry_point == "surface_Area":  # Mbpp/581: "height" read as the pyramid's perpendicular height
+            try:
+                exact = exact or abs(out - _pyramid_surface(*inp)) <= atol
+            except TypeError:
+                pass
+        elif entry_point == "digit_distance_nums":  # Mbpp/558: the shorter number padded with leading zeros
+            exact = exact or _safe_eq(out, _padded_digit_distance(*inp))
         elif entry_point in ("similar_elements", "find_char_long", "common_in_nested_lists", "extract_singly", "larg_nnum",
                              "intersection_array", "find_dissimilar", "Diff"):
             try:
@@ -150,15 +179,24 @@ def plus_equal(out: Any, exp: Any, inp: list, atol: float, entry_point: str, dat
     if atol == 0 and _is_floats(exp):
         atol = 1e-6
     if not exact and atol != 0:
-        if type(out) is not type(exp):
-            return False
-        if isinstance(exp, (list, tuple)) and len(out) != len(exp):
+        if type(out) is not type(exp) or not same_shape(out, exp):
             return False
         try:
             return bool(np.allclose(out, exp, rtol=1e-07, atol=atol))
         except (TypeError, ValueError):
             return False
     return exact
+
+
+def same_shape(a, b) -> bool:
+    """evalplus's rule (the same type at the top, the same length for sequences) applied at every depth:
+    ``np.allclose`` broadcasts (``[[]]`` against ``[1.5]`` is True there), so tolerance is only applied to
+    outputs of the same shape. Nested lists and tuples may stand for each other, as in evalplus."""
+    seq = (list, tuple)
+    if isinstance(a, seq) or isinstance(b, seq):
+        return isinstance(a, seq) and isinstance(b, seq) and len(a) == len(b) and all(
+            same_shape(x, y) for x, y in zip(a, b))
+    return True
 
 
 def _safe_eq(a, b) -> bool:

