@@ -149,13 +149,15 @@ def run(
     resume: bool = typer.Option(False, help="continue a run from its last checkpoint"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     data: Optional[str] = typer.Option(None, help="local data file or folder for the evaluation split"),
+    report_to: str = typer.Option("none", help="experiment trackers: none | tensorboard | wandb (offline), comma-separated"),
 ) -> None:
     """Evaluate the starting policy, train one method, evaluate the selected checkpoint, print before/after."""
     from .run import RunArgs, run as work
 
     res = work(RunArgs(method=method, task=task, model=model, updates=updates, config=config, sets=set_, seed=seed,
                        eval_steps=_ints(steps, "--steps"), thresholds=_floats(threshold, "--threshold"), eval_limit=limit,
-                       batch_size=batch_size, out_dir=out_dir, run_id=run_id, resume=resume, device=device, data=data))
+                       batch_size=batch_size, out_dir=out_dir, run_id=run_id, resume=resume, device=device, data=data,
+                       report_to=report_to))
     if not res.is_main:  # under accelerate launch rank 0 alone reports
         return
     print_before_after(res.before, res.after, f"{method} on {task}: before -> after (checkpoint from update {res.best_update})")
@@ -184,11 +186,12 @@ def sweep(
     out: Optional[str] = typer.Option(None, help="sweep folder (default: results/sweeps/<name>)"),
     retry_failed: bool = typer.Option(False, help="rerun cells recorded as failed"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    report_to: str = typer.Option("none", help="experiment trackers for every cell: none | tensorboard | wandb"),
 ) -> None:
     """Run every cell of a sweep (methods x tasks x models x seeds x config values), resumably."""
     from .sweep import sweep as work
 
-    out_dir, cells, state = work(config, out=out, device=device, retry_failed=retry_failed)
+    out_dir, cells, state = work(config, out=out, device=device, retry_failed=retry_failed, report_to=report_to)
     console.print(f"{len(state.done)}/{len(cells)} cells done, {len(state.failed)} failed; rows in {out_dir / 'rows.jsonl'}")
     for cid, e in state.failed.items():
         err.print(f"[red]failed[/red] {cid}: {e}")

@@ -34,9 +34,11 @@ FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.
 STOP = ("\nif __name__", "\nprint(", "\nassert ", "\n# Test", "\n# Example", "\ndef test_", "\n```")
 
 
-def extract_code(completion: str, entry_point: str | None = None) -> str:
+def extract_code(completion: str, entry_point: str | None = None, names: frozenset[str] = frozenset()) -> str:
     """The program in a completion: the fenced block defining ``entry_point`` (or the first fenced block),
-    else the bare text cut at the first stop marker."""
+    else the bare text cut at the first stop marker. The ``def test_`` marker (a model's own test after its
+    solution) only cuts after the text has defined something, and never at a function the task needs
+    (``entry_point`` or ``names``: MBPP's ``test_three_equal`` is the solution, not a test)."""
     blocks = FENCE.findall(completion)
     if blocks:
         if entry_point:
@@ -45,10 +47,17 @@ def extract_code(completion: str, entry_point: str | None = None) -> str:
                     return b
         return blocks[0]
     text = completion
+    keep = set(names) | ({entry_point} if entry_point else set())
     for s in STOP:
-        i = text.find(s)
-        if i >= 0:
+        start = 0
+        while (i := text.find(s, start)) >= 0:
+            if s == "\ndef test_":
+                name = re.match(r"\ndef\s+(\w+)", text[i:])
+                if (name and name.group(1) in keep) or not re.search(r"^(?:def|class)\s", text[:i], re.M):
+                    start = i + 1
+                    continue
             text = text[:i]
+            break
     return text
 
 

@@ -17,6 +17,7 @@ from .registry import METHODS
 from .results import append_rows, read_rows
 from .runner import make_task, resolve_device
 from .trainer import TrainConfig, Trainer, TrainResult
+from .trackers import make_trackers
 from .types import ResultRow, UserError
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class RunArgs:
     eval_before: bool = True  # also evaluate the starting policy (sweeps use a `none` cell instead)
     resume: bool = False
     show_progress: bool = True
+    report_to: str = "none"  # experiment trackers: none | tensorboard | wandb (comma-separated)
 
 
 @dataclass
@@ -147,8 +149,13 @@ def run(a: RunArgs) -> RunResult:
     elif trains:
         prepare_for_training(lm, r.train)
         train_task = make_task(task.train_task) if task.train_task else task
-        trainer = Trainer(lm, train_task, method, r.train, run_dir, show_progress=a.show_progress, dist=dist)
-        result = trainer.fit(resume=a.resume)
+        trackers = make_trackers(a.report_to, run_dir, r.config, r.run_id) if dist.is_main else []
+        trainer = Trainer(lm, train_task, method, r.train, run_dir, show_progress=a.show_progress, dist=dist, trackers=trackers)
+        try:
+            result = trainer.fit(resume=a.resume)
+        finally:
+            for t in trackers:
+                t.finish()
         if result.selected is not None:
             dist.load_trainable(lm.module, result.selected)
         ckpt = str(run_dir / "checkpoint")

@@ -159,7 +159,7 @@ def reconcile(out: Path, done: set[str]) -> int:
     return len(rows) - len(keep)
 
 
-def run_cell(cell: Cell, out: Path, device: str, show_progress: bool) -> list[dict]:
+def run_cell(cell: Cell, out: Path, device: str, show_progress: bool, report_to: str = "none") -> list[dict]:
     from .run import RunArgs, run
 
     ev = cell.eval_cfg
@@ -173,7 +173,7 @@ def run_cell(cell: Cell, out: Path, device: str, show_progress: bool) -> list[di
         gen_lengths=[int(x) for x in _list(ev.get("gen_length") or [])], block_lengths=[int(x) for x in _list(ev.get("block_length") or [])],
         temperature=float(ev.get("temperature", 0.0)), remasking=str(ev.get("remasking", "low_confidence")),
         split=ev.get("split"), use_cache=bool(ev.get("use_cache", False)),
-        steps_ratio=float(ev["steps_ratio"]) if ev.get("steps_ratio") is not None else None,
+        steps_ratio=float(ev["steps_ratio"]) if ev.get("steps_ratio") is not None else None, report_to=report_to,
     ))
     rows = []
     for r in res.after:
@@ -184,8 +184,11 @@ def run_cell(cell: Cell, out: Path, device: str, show_progress: bool) -> list[di
 
 
 def sweep(spec_path: str, out: str | None = None, device: str = "auto", retry_failed: bool = False,
-          show_progress: bool = True, only: int | None = None) -> tuple[Path, list[Cell], SweepState]:
+          show_progress: bool = True, only: int | None = None, report_to: str = "none") -> tuple[Path, list[Cell], SweepState]:
     """Run every cell of ``spec_path`` not yet done. ``only``: stop after that many new cells (testing)."""
+    from .trackers import check_report_to
+
+    check_report_to(report_to)
     from .progress import progress_bar
     from .runner import resolve_device
 
@@ -213,7 +216,7 @@ def sweep(spec_path: str, out: str | None = None, device: str = "auto", retry_fa
                 break
             t0 = time.time()
             try:
-                rows = run_cell(cell, out_dir, device, show_progress=False)
+                rows = run_cell(cell, out_dir, device, show_progress=False, report_to=report_to)
                 append_rows(out_dir / "rows.jsonl", rows)
                 append_rows(out_dir / "cells.jsonl", [{"cell": cell.id, "label": cell.label(), "status": "done",
                                                        "seconds": round(time.time() - t0, 1), "rows": len(rows)}])

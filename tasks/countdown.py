@@ -18,13 +18,14 @@ import re
 from collections import Counter
 from fractions import Fraction
 
+from lfpo_bench.answers import final_answer
 from lfpo_bench.data import load_split, require, url_source
 from lfpo_bench.registry import TASKS
 from lfpo_bench.task import LLADA_TRAIN, TINY_TRAIN, Task
 from lfpo_bench.types import Example
 
 D1_URL = "https://raw.githubusercontent.com/dllm-reasoning/d1/main/dataset/countdown_cd3_test.jsonl"
-_ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S)
+_OPS_TEXT = str.maketrans({"×": "*", "÷": "/", "\u2212": "-", "\u2013": "-"})
 _OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b}
 
 
@@ -77,10 +78,17 @@ class _Countdown(Task):
                 "inside <answer></answer>, e.g. <answer>(1 + 2) * 3</answer>.")
 
     def extract(self, completion: str) -> str:
-        """The last <answer> block, else the whole completion (first line); '=' and what follows are cut."""
-        found = _ANSWER.findall(completion)
-        text = found[-1] if found else completion.strip().split("\n")[0]
-        return text.split("=")[0].strip()
+        """The final answer (``lfpo_bench.answers``: last non-empty ``\\boxed{}``, else last non-empty
+        ``<answer>``), else the first line of the completion. Of an equation (``(1+2)*3 = 9`` or
+        ``9 = (1+2)*3``) the first side that is not a bare number is the expression; ``\\times``, ``\\cdot``,
+        ``\\div``, ``×``, ``÷`` and the Unicode minus are read as operators."""
+        block = final_answer(completion)
+        text = block if block is not None else (completion.strip().split("\n") or [""])[0]
+        text = text.translate(_OPS_TEXT)
+        for latex, op in (("\\times", "*"), ("\\cdot", "*"), ("\\div", "/"), ("\\left", ""), ("\\right", ""), ("$", "")):
+            text = text.replace(latex, op)
+        sides = [p.strip() for p in text.split("=")]
+        return next((p for p in sides if p and not re.fullmatch(r"-?\d+(?:\.\d+)?", p)), sides[0])
 
     def score(self, ex: Example, completion: str) -> float:
         return float(check_expression(self.extract(completion), ex.answer["numbers"], ex.answer["target"]))

@@ -1,61 +1,31 @@
 """GSM8K (Cobbe et al. 2021): grade-school maths word problems, test 1319 / train 7473.
 
-Score: 1 if the final number equals the gold answer (the text after ``#### ``). The prediction is read
-from the last ``\\boxed{}``, else the last ``<answer>`` block, else the last number in the completion;
-commas, currency signs and trailing periods are ignored and numbers compare exactly as fractions
-(``1,000`` == ``1000.0``). Validation = the last 500 training problems, never trained on.
+Score: 1 if the value of the final answer equals the gold answer (the text after ``#### ``), exactly, as
+fractions. The answer is the last non-empty ``\\boxed{}``, else the last non-empty ``<answer>`` block (its
+value: the right-most side of an equation, evaluated, LaTeX separators, ``\\frac`` and units understood;
+see ``lfpo_bench/answers.py``), else the last number in the completion. Validation = the last 500 training problems, never trained on.
 """
 
 from __future__ import annotations
 
-import re
 from fractions import Fraction
 
+from lfpo_bench.answers import final_answer, last_number, numeric_value
 from lfpo_bench.data import hf_source, load_split, require
 from lfpo_bench.registry import TASKS
 from lfpo_bench.task import LLADA_TRAIN, Task
 from lfpo_bench.types import Example
 
-NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 N_VAL = 500
 
 
-def _boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...}, with balanced braces."""
-    i = text.rfind("\\boxed{")
-    if i < 0:
-        return None
-    depth, j = 0, i + len("\\boxed{") - 1
-    for k in range(j, len(text)):
-        if text[k] == "{":
-            depth += 1
-        elif text[k] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[j + 1 : k]
-    return text[j + 1 :]
-
-
-def to_number(s: str) -> Fraction | None:
-    s = s.replace(",", "").replace("$", "").strip().rstrip(".")
-    m = NUM.search(s)
-    if not m:
-        return None
-    try:
-        return Fraction(m.group(0).replace(",", ""))
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
 def extract_answer(completion: str) -> Fraction | None:
-    box = _boxed(completion)
-    if box is not None:
-        return to_number(box)
-    tags = re.findall(r"<answer>(.*?)(?:</answer>|$)", completion, re.S)
-    if tags:
-        return to_number(tags[-1])
-    nums = NUM.findall(completion.replace("$", ""))
-    return to_number(nums[-1]) if nums else None
+    """The value of the final answer (``lfpo_bench.answers``): last non-empty ``\\boxed{}``, else last
+    non-empty ``<answer>``, else the last number of the text."""
+    block = final_answer(completion)
+    if block is not None:
+        return numeric_value(block)
+    return last_number(completion)
 
 
 @TASKS.register("gsm8k")
@@ -100,7 +70,7 @@ class GSM8K(Task):
 
     def score(self, ex: Example, completion: str) -> float:
         pred = extract_answer(completion)
-        return float(pred is not None and pred == to_number(ex.answer["gold"]))
+        return float(pred is not None and pred == numeric_value(ex.answer["gold"]))
 
     def sft_target(self, ex: Example) -> str:
         steps = ex.answer["solution"].split("####")[0].strip()

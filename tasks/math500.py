@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
+from concurrent.futures.process import BrokenProcessPool
 
 from lfpo_bench.data import hf_source, load_split, require
 from lfpo_bench.registry import TASKS
 from lfpo_bench.task import LLADA_TRAIN, Scored, Task
-from lfpo_bench.types import Example
+from lfpo_bench.types import Example, UserError
+
+
+class ScorerError(UserError):
+    """The scorer cannot score (not: the answer is wrong)."""
 
 TIMEOUT_S = 5.0
 
@@ -44,8 +49,14 @@ class _Verifier:
                 proc.kill()
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.pool = None
+        self._ok = False
 
     def check_many(self, pairs: list[tuple[str, str]]) -> list[bool]:
+        """One verdict per (gold, prediction). A check that hangs or whose parse fails scores 0; a pool that
+        cannot run checks at all (workers die at start, math-verify missing) raises ``ScorerError``: a scorer
+        that cannot score never returns zeros."""
+        if pairs:
+            self._selftest()
         out: list[bool] = []
         while len(out) < len(pairs):
             if self.pool is None:
@@ -58,9 +69,30 @@ class _Verifier:
                     out.append(False)  # a hung check scores 0; restart the pool for the rest
                     self._kill()
                     break
+                except BrokenProcessPool as e:
+                    self._kill()
+                    raise ScorerError(f"math500: the math-verify worker pool died ({e}); no answer was scored") from None
                 except Exception:  # noqa: BLE001 - a parse failure scores 0
                     out.append(False)
         return out
+
+    def _selftest(self) -> None:
+        """Once per pool: a known-equal pair must verify, or the pool cannot score (raises)."""
+        if getattr(self, "_ok", False) and self.pool is not None:
+            return
+        if self.pool is None:
+            self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+        try:
+            ok = self.pool.submit(_verify, "\\frac{1}{2}", "$\\boxed{0.5}$").result(timeout=120)
+        except Exception as e:  # noqa: BLE001 - whatever stops the pool, it cannot score
+            self._kill()
+            raise ScorerError(f"math500: math-verify cannot run in a worker process ({type(e).__name__}: {e}). "
+                              "Install it with `pip install 'lfpo-bench[eval]'`; when scoring from a script, "
+                              "guard it with `if __name__ == '__main__':` (workers are spawned)") from None
+        if not ok:
+            self._kill()
+            raise ScorerError("math500: math-verify does not verify 1/2 == 0.5 in its worker; no answer was scored")
+        self._ok = True
 
 
 _VERIFIER = _Verifier()
@@ -111,6 +143,6 @@ class MATH500(Task):
 
 
 def _boxed_of(solution: str) -> str:
-    from lfpo_bench.tasks.gsm8k import _boxed
+    from lfpo_bench.answers import last_boxed
 
-    return _boxed(solution) or ""
+    return last_boxed(solution) or ""

@@ -9,7 +9,7 @@ every task in MBPP+ (MBPP+ draws tasks from all of MBPP, train range included).
 from __future__ import annotations
 
 from lfpo_bench.code_task import CodeTask
-from lfpo_bench.codeexec import extract_code, mbpp_check, plus_check, sanitize
+from lfpo_bench.codeexec import defined_names, extract_code, mbpp_check, plus_check, sanitize
 from lfpo_bench.data import load_split, require, url_source
 from lfpo_bench.registry import TASKS
 from lfpo_bench.task import LLADA_TRAIN
@@ -93,7 +93,7 @@ class MBPP(CodeTask):
                 "Answer with the code in one ```python code block.")
 
     def program(self, ex: Example, completion: str) -> str:
-        return sanitize(extract_code(completion))
+        return sanitize(extract_code(completion, names=defined_names(ex.answer.get("code") or "")))
 
     def job(self, ex: Example, program: str, timeout: float) -> Job:
         return Job(program, mbpp_check(ex.answer), timeout)

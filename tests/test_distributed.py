@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("accelerate")
+pytest.importorskip("accelerate", reason="needs the `dist` extra: pip install 'lfpo-bench[dist]'")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "lfpo_bench" / "accelerate"
 ENV = {"LFPO_BENCH_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
@@ -39,7 +39,7 @@ def _launcher(engine: str, nproc: int) -> list[str]:
     if engine == "single":
         return [sys.executable]
     if engine.startswith("deepspeed"):
-        pytest.importorskip("deepspeed")
+        pytest.importorskip("deepspeed", reason="needs the `deepspeed` extra: pip install 'lfpo-bench[deepspeed]'")
     acc = shutil.which("accelerate") or os.path.join(os.path.dirname(sys.executable), "accelerate")
     # a fresh rendezvous port per launch: the previous launch's port may not be released yet
     common = ["--num_processes", str(nproc), "--main_process_port", str(_free_port())]

@@ -8,9 +8,9 @@ import types
 import pytest
 import torch
 
-from lfpo_bench.lm_eval_adapter import LFPODiffusionLM, cut_at
+pytest.importorskip("lm_eval", reason="needs the `eval` extra: pip install 'lfpo-bench[eval]'")
 
-pytest.importorskip("lm_eval")
+from lfpo_bench.lm_eval_adapter import LFPODiffusionLM, cut_at  # noqa: E402
 
 
 def test_cut_at_the_first_stop_string():

@@ -1,5 +1,6 @@
 """The built wheel installs into a clean venv and works from outside the repository."""
 
+import re
 import site
 import subprocess
 import sys
@@ -43,3 +44,37 @@ def test_wheel_installs_in_a_clean_venv_and_lists_from_outside_the_repo(tmp_path
     out = subprocess.run([str(venv / "bin" / "lfpo-bench"), "list"], cwd=outside, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "sudoku4" in out.stdout and "lfpo" in out.stdout
+
+
+def _quickstart_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quickstart", REPO / ".ci" / "quickstart.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_readme_quickstart_has_exactly_two_commands_and_ci_runs_them():
+    """The Quickstart is the contract: install + main job, then the tests; .ci/run reads it from the README."""
+    cmds = _quickstart_module().quickstart((REPO / "README.md").read_text())
+    assert len(cmds) == 2
+    install, test = cmds
+    assert install.startswith("pip install torch==2.13.0") and "lfpo-bench run" in install
+    # the default test tier's extras are all in the install command
+    extras = set(re.search(r'\.\[([\w,]+)\]', install).group(1).split(","))
+    assert {"dev", "eval", "dist", "plot"} <= extras
+    assert test.startswith("pytest")
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "quickstart.py README.md" in ci and '"${QUICKSTART[0]}"' in ci and '"${QUICKSTART[1]}"' in ci
+    assert "pip install -q -e" not in ci.split("QUICKSTART[1]")[0], "CI must not install more than the README before its tests"
+
+
+def test_quickstart_parser_rejects_a_third_command(tmp_path):
+    import subprocess
+
+    bad = "# x\n\n## Quickstart\n\n```bash\npip install torch==2.13.0 && lfpo-bench run\npytest -q\nmake docs\n```\n"
+    f = tmp_path / "README.md"
+    f.write_text(bad)
+    r = subprocess.run([sys.executable, str(REPO / ".ci" / "quickstart.py"), str(f)], capture_output=True, text=True)
+    assert r.returncode != 0 and "exactly two" in r.stderr

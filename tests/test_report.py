@@ -113,7 +113,7 @@ def test_pareto_front():
 
 
 def test_plots_are_written(rows_file, tmp_path):
-    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib", reason="needs the `plot` extra: pip install 'lfpo-bench[plot]'")
     from lfpo_bench.plot import accuracy_plots
 
     files = accuracy_plots(report.load_rows([rows_file]), tmp_path, [str(rows_file)])

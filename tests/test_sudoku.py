@@ -47,7 +47,7 @@ def test_score_is_cell_accuracy_over_blanks_and_solved_is_all_blanks_right():
     ex = Example("x", question="0234341221434321", answer="1234341221434321")
     t = Sudoku4()
     assert t.score(ex, "1234341221434321") == 1.0
-    assert t.metrics(ex, "1234341221434321") == {"solved": 1.0}
+    assert t.metrics(ex, "1234341221434321") == {"solved": 1.0, "matches_reference": 1.0}
     ex2 = Example("y", question="0034341221434320", answer="1234341221434321")
     # blanks at 0, 1, 15; fill 1 right, 2 wrong
     assert t.score(ex2, "1434341221434324") == pytest.approx(1 / 3)
@@ -96,3 +96,30 @@ def test_wrong_schema_is_a_clear_error(tmp_path):
     bad.write_text('{"puzzle": "0234341221434321"}\n')
     with pytest.raises(UserError, match="missing field"):
         Sudoku(data_path=str(bad)).load("test")
+
+
+def test_a_valid_alternative_solution_scores_one_and_is_solved():
+    """Puzzles with several solutions: any valid grid that keeps the givens is right; an invalid grid is
+    scored cell by cell against the stored solution, and a valid grid that changes a given is not valid."""
+    from lfpo_bench.tasks.sudoku import all_grids, n_solutions
+
+    t = Sudoku4()
+    grids = all_grids()
+    # a puzzle with exactly two solutions: blank cells until two grids fit
+    a = grids[0]
+    puzzle = None
+    for mask in range(1, 1 << 16):
+        cells = [("0" if mask >> i & 1 else c) for i, c in enumerate(a)]
+        if n_solutions("".join(cells)) == 2:
+            puzzle = "".join(cells)
+            break
+    assert puzzle is not None
+    other = next(g for g in grids if g != a and all(q == "0" or q == c for q, c in zip(puzzle, g)))
+    ex = Example("m", question=puzzle, answer=a)
+    assert t.score(ex, f"<answer>{other}</answer>") == 1.0
+    assert t.metrics(ex, f"<answer>{other}</answer>") == {"solved": 1.0, "matches_reference": 0.0}
+    assert t.metrics(ex, f"<answer>{a}</answer>") == {"solved": 1.0, "matches_reference": 1.0}
+    # a valid grid that contradicts a given is neither solved nor fully right
+    given = next(i for i, q in enumerate(puzzle) if q != "0")
+    wrong = next(g for g in grids if g[given] != a[given])
+    assert t.metrics(ex, wrong)["solved"] == 0.0 and t.score(ex, wrong) < 1.0

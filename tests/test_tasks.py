@@ -92,7 +92,7 @@ def test_offline_without_a_local_file_names_the_dataset_and_the_fix(monkeypatch,
 
 # ---- math500 ---------------------------------------------------------------------------------------
 def test_math500_uses_math_verify_equivalence(shared_data, monkeypatch):
-    pytest.importorskip("math_verify")
+    pytest.importorskip("math_verify", reason="needs the `eval` extra: pip install 'lfpo-bench[eval]'")
     monkeypatch.setenv("LFPO_BENCH_DATA_DIR", str(shared_data))
     t = TASKS.get("math500")()
     ex = Example("x", "q", {"gold": "\\frac{1}{2}"})

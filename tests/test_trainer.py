@@ -143,6 +143,7 @@ def test_rollouts_sample_in_eval_mode_and_updates_run_in_train_mode(tmp_path, mo
 def test_lora_training_with_dropout_reruns_identically(tmp_path):
     """LoRA dropout draws from the global RNG; the trainer seeds it per update, so two runs with the same
     seed agree even when the global RNG was left in different states before them."""
+    pytest.importorskip("peft", reason="LoRA needs the `dist` extra: pip install 'lfpo-bench[dist]'")
     from lfpo_bench.models.adapters import prepare_for_training
 
     cfg = TrainConfig(**{**SMALL, "updates": 2, "val_every": 0, "checkpoint_every": 0, "lora_r": 4, "lora_dropout": 0.5})
@@ -161,3 +162,46 @@ def test_lora_training_with_dropout_reruns_identically(tmp_path):
     assert any(not torch.equal(a[k], init[k]) for k in a)  # training moved the adapters
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("kind", ["tensorboard", "wandb"])
+def test_trackers_receive_every_logged_update_offline(tmp_path, monkeypatch, kind):
+    """--report-to: the numeric fields of each log.jsonl entry reach the tracker at step = update, offline."""
+    pytest.importorskip(kind, reason=f"--report-to {kind} needs the `track` extra: pip install 'lfpo-bench[track]'")
+    import json
+
+    from lfpo_bench.trackers import make_trackers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    trackers = make_trackers(kind, tmp_path, {"lr": 1e-3}, "t")
+    res = Trainer(fresh(), NoisyReward(), method("diffu_grpo", kl_beta=0.0), TrainConfig(**{**SMALL, "updates": 3}), tmp_path,
+                  show_progress=False, trackers=trackers).fit()
+    for t in trackers:
+        t.finish()
+    logged = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    want = [(e["update"], e["reward_mean"]) for e in logged if "reward_mean" in e]
+    assert len(want) == 3
+    if kind == "tensorboard":
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(tmp_path / "tensorboard"))
+        acc.Reload()
+        got = [(ev.step, ev.value) for ev in acc.Scalars("reward_mean")]
+        assert [s for s, _ in got] == [u for u, _ in want]
+        assert [v for _, v in got] == pytest.approx([r for _, r in want], rel=1e-6)
+    else:
+        import re
+
+        (record,) = (tmp_path / "wandb").glob("offline-run-*/*.wandb")  # one offline run, nothing synced
+        data = record.read_bytes()
+        # history and summary items are (key, JSON value) protobuf fields: every logged value, in order
+        got = iter(float(data[m.end() + 1: m.end() + 1 + data[m.end()]]) for m in re.finditer(rb"reward_mean\x82\x01", data))
+        assert all(any(abs(g - r) < 1e-9 for g in got) for _, r in want), "a logged reward is missing or out of order"
+
+
+def test_unknown_tracker_is_refused_before_any_work():
+    from lfpo_bench.trackers import check_report_to
+    from lfpo_bench.types import UserError
+
+    with pytest.raises(UserError, match="unknown tracker"):
+        check_report_to("tensorbord")
