@@ -216,6 +216,14 @@ def table(
 
     if fmt not in ("markdown", "csv", "latex"):
         raise UserError(f"--format must be markdown, csv or latex, got {fmt!r}")
+    if out:
+        from pathlib import Path
+
+        inputs = {Path(p).resolve() for p in paths} | {(Path(p) / "rows.jsonl").resolve() for p in paths}
+        if Path(out).resolve() in inputs or Path(out).suffix == ".jsonl":
+            raise UserError(f"--out {out}: would overwrite result rows; write the table to a new file such as table.md")
+        if Path(out).is_dir():
+            raise UserError(f"--out {out}: is a folder; give a file name such as {Path(out) / 'table.md'}")
     df = report.load_rows(paths, metric=metric)
     mixed = report.check_provenance(df, allow_mixed=allow_mixed or not check)
     parts = [f"{metric} (%), mean ± 95% CI half-width over problems and seeds" + ("; † significant vs " + paired_vs if paired_vs else ""),
@@ -229,9 +237,16 @@ def table(
     text = "\n".join(parts)
     console.print(text, markup=False, highlight=False, soft_wrap=True)
     if out:
+        import os
         from pathlib import Path
 
-        Path(out).write_text(text + "\n")
+        tmp = Path(out).with_name(f".{Path(out).name}.tmp{os.getpid()}")
+        try:
+            tmp.write_text(text + "\n")
+            os.replace(tmp, out)  # atomic: a failed write leaves the old file as it was
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise UserError(f"--out {out}: cannot write ({e.strerror}); choose a writable path") from None
 
 
 @app.command()

@@ -54,8 +54,12 @@ def build(cls, values: dict[str, Any], where: str = ""):
         hint = difflib.get_close_matches(k, names, n=2)
         raise UserError(f"unknown config key {where}{k!r}" + (f"; did you mean {', '.join(hint)}?" if hint else "")
                         + f" (valid: {', '.join(names)})")
+    coerced = {k: _coerce(cls, k, v, where) for k, v in values.items()}
+    for k, v in coerced.items():  # every temperature (rollout, sampling) is a non-negative number
+        if "temperature" in k and isinstance(v, (int, float)) and not v >= 0:
+            raise UserError(f"{where}{k} = {v}: a temperature must be >= 0 (0 = greedy)")
     try:
-        return cls(**{k: _coerce(cls, k, v, where) for k, v in values.items()})
+        return cls(**coerced)
     except ValueError as e:
         raise UserError(f"invalid {where.rstrip('.') or 'config'}: {e}") from None
 

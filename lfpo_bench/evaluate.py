@@ -8,6 +8,8 @@ the whole generated canvas (``gen_length`` per sample). Use ``--batch-size 1`` f
 
 from __future__ import annotations
 
+import difflib
+
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -57,6 +59,19 @@ def decoding_grid(
 ) -> list[Decoding]:
     """Fixed-step settings for each of ``steps`` plus one threshold setting per ``thresholds``. Checks every
     setting's schedule up front, so a bad combination fails before any model work."""
+    from .sampler import REMASKING
+
+    if remasking not in REMASKING:
+        hint = difflib.get_close_matches(remasking, REMASKING, n=1) or [r for r in REMASKING if r.startswith(remasking[:3])]
+        raise UserError(f"--remasking {remasking!r} is not a remasking rule; choose one of {', '.join(REMASKING)}"
+                        + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    if not temperature >= 0:
+        raise UserError(f"--temperature {temperature}: must be >= 0 (0 = greedy)")
+    if not cfg_scale >= 0:
+        raise UserError(f"--cfg {cfg_scale}: the guidance scale must be >= 0 (0 = off)")
+    for name, v in (("--gen-length", gen_length), ("--block-length", block_length)):
+        if v is not None and v < 1:
+            raise UserError(f"{name} {v}: must be >= 1")
     L = gen_length or task.gen_length
     blk = block_length or min(task.block_length, L)
     steps = steps or list(task.eval_steps or (task.steps,))

@@ -19,4 +19,11 @@ def cache_dir() -> Path:
 def data_dir() -> Path | None:
     """``$LFPO_BENCH_DATA_DIR``: a folder of local dataset files that override the public sources."""
     env = os.environ.get("LFPO_BENCH_DATA_DIR")
-    return Path(env).expanduser() if env else None
+    if not env:
+        return None
+    path = Path(env).expanduser()
+    if not path.is_dir():
+        from .types import UserError
+
+        raise UserError(f"LFPO_BENCH_DATA_DIR={env}: no such folder; point it at a folder of benchmark JSONL files or unset it")
+    return path

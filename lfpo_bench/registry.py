@@ -124,7 +124,9 @@ class Registry(Generic[T]):
             return self._items[name]
         if name in self.plugin_errors:
             raise UserError(f"{self.kind} plugin {name!r} failed to load: {self.plugin_errors[name]}")
-        hint = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
+        folded = {k.lower().replace("-", "_"): k for k in self._items}
+        same = folded.get(name.lower().replace("-", "_"))
+        hint = [same] if same else difflib.get_close_matches(name.lower(), list(self._items), n=3, cutoff=0.5)
         msg = f"unknown {self.kind} {name!r}"
         if hint:
             msg += f"; did you mean {', '.join(repr(h) for h in hint)}?"

@@ -42,6 +42,13 @@ def load_rows(paths: Iterable[str | Path], stage: str | None = "after", metric: 
     if not recs:
         raise UserError("no result rows found")
     if metric != "accuracy":
+        known = sorted({k for r in recs for k in (r.get("metric_scores") or {})} | {k for r in recs for k in (r.get("metrics") or {})})
+        if known and metric not in known:
+            import difflib
+
+            hint = difflib.get_close_matches(metric, known, n=1)
+            raise UserError(f"--metric {metric!r}: these rows have no such metric" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                            + f" (they have: accuracy, {', '.join(known)})")
         missing = [r.get("run_id") or r["_source"] for r in recs if metric not in (r.get("metric_scores") or {})]
         if missing:
             raise UserError(f"metric {metric!r} has no per-problem values in {len(missing)} row(s) (e.g. {missing[0]}); "
@@ -57,6 +64,9 @@ def load_rows(paths: Iterable[str | Path], stage: str | None = "after", metric: 
             df = df[~dup]
     if stage is not None and "stage" in df:
         df = df[df["stage"].isin([stage, "eval"])]
+        if df.empty:
+            raise UserError(f"no {stage!r} rows in {', '.join(map(str, paths))}: the run(s) have not finished training yet "
+                            "(only the starting policy was evaluated); finish them with `lfpo-bench run ... --resume`")
     df["setting"] = df.apply(setting_label, axis=1)
     return df.reset_index(drop=True)
 

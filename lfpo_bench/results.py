@@ -16,17 +16,94 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def _looks_like_rows(path: Path) -> bool:
+    """A file we may append to: empty, or its first line is a JSON object (a results or log row)."""
+    with open(path, "rb") as f:
+        first = f.readline()
+    if not first.strip():
+        return path.stat().st_size == 0 or not first
+    try:
+        return isinstance(json.loads(first), dict)
+    except ValueError:
+        return False
+
+
+def check_output_file(path: str | Path, flag: str = "--out") -> Path:
+    """Before any work: ``path`` can hold result rows - its folder exists or can be made and is writable,
+    it is not a folder, and if it exists it is a rows file (never someone's notes). Raises ``UserError``."""
+    from .types import UserError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; give a file name such as {path / 'rows.jsonl'}")
+    parent = path.parent
+    for p in [parent, *parent.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise UserError(f"{flag} {path}: {p} is a file, not a folder; choose another path")
+            break
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot create {parent} ({e.strerror}); choose a writable path") from None
+    if path.exists():
+        if not _looks_like_rows(path):
+            raise UserError(f"{flag} {path}: exists and is not a results file (its first line is not a JSON row); "
+                            "choose a new file name - lfpo-bench never rewrites other files")
+        if not os.access(path, os.W_OK):
+            raise UserError(f"{flag} {path}: not writable; choose another path")
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: the folder {parent} is not writable (read-only file system or permissions)")
+    return path
+
+
+def check_output_dir(path: str | Path, flag: str = "--out-dir") -> Path:
+    """Before any work: ``path`` is (or can be made) a writable folder."""
+    from .types import UserError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot create it ({e.strerror}); choose a writable folder") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: not writable (read-only file system or permissions); choose another folder")
+    return path
+
+
 def append_rows(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Append complete lines with one ``fsync``. A failed or short write (full disk, quota) restores the file
+    to its previous length and raises ``UserError``: a results file is never left with a torn row that a
+    reader would silently drop. A file that is not a rows file is never touched."""
+    from .types import UserError
+
     if not rows:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not _looks_like_rows(path):
+        raise UserError(f"{path}: exists and is not a results file; refusing to append rows to it")
     repair(path)
     data = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows).encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    start = os.fstat(fd).st_size
     try:
-        os.write(fd, data)
+        done = 0
+        while done < len(data):
+            n = os.write(fd, data[done:])
+            if n <= 0:
+                raise OSError(28, "short write")
+            done += n
         os.fsync(fd)
+    except OSError as e:
+        try:
+            os.ftruncate(fd, start)
+        except OSError:
+            pass
+        raise UserError(f"{path}: writing {len(rows)} row(s) failed ({e.strerror or e}); the file was left as it was. "
+                        "Free space or choose another --out, then rerun (finished runs resume)") from None
     finally:
         os.close(fd)
 
@@ -34,7 +111,7 @@ def append_rows(path: str | Path, rows: list[dict[str, Any]]) -> None:
 def repair(path: str | Path) -> int:
     """Truncate a torn (unterminated or unparsable) last line; returns the bytes removed."""
     path = Path(path)
-    if not path.exists() or path.stat().st_size == 0:
+    if not path.exists() or path.stat().st_size == 0 or not _looks_like_rows(path):
         return 0
     with open(path, "rb") as f:
         data = f.read()

@@ -88,6 +88,35 @@ def resolve(a: RunArgs, extra_overrides: dict | None = None) -> ResolvedRun:
     return ResolvedRun(task, method, train, model, run_id, cfg)
 
 
+def preflight(a: RunArgs, r: ResolvedRun) -> None:
+    """Everything a run will need, checked before any model work: settings in range, the rollout schedule,
+    every data split it reads (train, validation, evaluation), the output folder, the trackers."""
+    from .results import check_output_dir
+    from .sampler import check_schedule
+    from .trackers import check_report_to
+
+    for flag, v in (("--limit", a.eval_limit), ("--batch-size", a.batch_size)):
+        if v is not None and v < 1:
+            raise UserError(f"{flag} {v}: must be >= 1" + (" (omit it to evaluate every problem)" if flag == "--limit" else ""))
+    check_report_to(a.report_to)
+    check_output_dir(a.out_dir)
+    task = r.task
+    train_task = make_task(task.train_task, a.data) if task.train_task else task
+    if getattr(r.method, "trains", True) and r.train.updates > 0:
+        L = r.train.rollout_gen_length or train_task.gen_length
+        blk = r.train.rollout_block_length or min(train_task.block_length, L)
+        steps = r.train.rollout_steps or train_task.steps
+        try:
+            check_schedule(L, blk, steps, None)
+        except ValueError as e:
+            raise UserError(f"rollout decoding (train.rollout_steps={steps}, train.rollout_gen_length={L}, "
+                            f"train.rollout_block_length={blk}): {e}") from None
+        for split in (train_task.train_split, train_task.val_split):
+            if not train_task.load(split):
+                raise UserError(f"task {train_task.name!r} has no examples in split {split!r}")
+    task.load(a.split or task.eval_split)
+
+
 @dataclass
 class RunResult:
     before: list[ResultRow]
@@ -107,6 +136,7 @@ def run(a: RunArgs) -> RunResult:
 
     r = resolve(a)
     task, method = r.task, r.method
+    preflight(a, r)
     dist = world()
     device = resolve_device(a.device)
     run_dir = Path(a.out_dir) / r.run_id

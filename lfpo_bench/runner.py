@@ -68,6 +68,11 @@ def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path, bool]:
     from .distributed import world
     from .models.loader import load_model
 
+    from .results import check_output_file
+
+    for flag, v, lo in (("--n-samples", a.n_samples, 1), ("--batch-size", a.batch_size, 1), ("--limit", a.limit, 1)):
+        if v is not None and v < lo:
+            raise UserError(f"{flag} {v}: must be >= {lo}" + (" (omit it to evaluate every problem)" if flag == "--limit" else ""))
     task = make_task(a.task, a.data)
     decodings = decoding_grid(
         task, gen_length=a.gen_length, steps=a.steps or None, block_length=a.block_length,
@@ -76,11 +81,12 @@ def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path, bool]:
     )
     device = resolve_device(a.device)
     model_spec = a.model or task.default_model
+    out = check_output_file(a.out or default_out("eval"))
+    task.load(a.split or task.eval_split)  # data problems surface now, not after the model has loaded
     dist = world()
     with dist.main_first():  # a missing cached tiny model is pretrained once
         lm = load_model(model_spec, task=task, device=device, quiet=not a.show_progress)
     samples = None
-    out = Path(a.out) if a.out else default_out("eval")
     if dist.world_size > 1:  # every rank must name the same file; rank 0's choice wins
         out = Path(dist.gather_objects(str(out))[0])
     if getattr(task, "uses_sandbox", False) and dist.is_main:

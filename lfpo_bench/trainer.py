@@ -79,6 +79,18 @@ class TrainConfig:
             raise ValueError(f"train.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.group_size < 2:
             raise ValueError("train.group_size must be >= 2: advantages are relative to the group")
+        at_least = {"updates": 0, "prompts_per_update": 1, "micro_batch": 1, "rollout_batch": 1, "warmup": 0, "val_every": 0,
+                    "checkpoint_every": 0, "rollout_steps": 1, "rollout_gen_length": 1, "rollout_block_length": 1,
+                    "val_limit": 1, "val_steps": 1, "lora_r": 0}
+        for name, lo in at_least.items():
+            v = getattr(self, name)
+            if v is not None and v < lo:
+                raise ValueError(f"train.{name} must be >= {lo}, got {v}")
+        for name in ("lr", "grad_clip"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"train.{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.lora_dropout < 1 or not 0 <= self.weight_decay or not 0 < self.adam_beta2 < 1:
+            raise ValueError("train.lora_dropout must be in [0, 1), weight_decay >= 0 and adam_beta2 in (0, 1)")
 
 
 def _seed(*parts: int) -> int:

@@ -102,6 +102,41 @@ def _load_tiny_dir(path: Path, device, dtype) -> DiffusionLM:
     return DiffusionLM(module.to(device).eval(), tok, tiny_profile(module.config, tok), name=str(path))
 
 
+def _damaged_file(path: Path) -> str | None:
+    """The first JSON or safetensors file of a checkpoint folder that does not parse, if any."""
+    for f in sorted(path.glob("*.json")):
+        try:
+            json.loads(f.read_text())
+        except (ValueError, OSError):
+            return str(f)
+    for f in sorted(path.glob("*.safetensors")):
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(f), "pt") as h:
+                for k in h.keys():
+                    h.get_slice(k)
+        except Exception:  # noqa: BLE001 - any failure to open means damaged
+            return str(f)
+    return None
+
+
+def _load_dir(path: Path, *, task, device, dtype, quiet, load_in_4bit) -> DiffusionLM:
+    cfg_file = path / "config.json"
+    if not cfg_file.exists() and not (path / "adapter_config.json").exists():
+        raise UserError(f"{str(path)!r} is a folder but holds no config.json; point --model at a saved checkpoint")
+    from .adapters import is_adapter_dir, load_adapter
+
+    if is_adapter_dir(path):  # a LoRA run's checkpoint: base model + adapters
+        return load_adapter(path, device, dtype, lambda base: load_model(base, task=task, device=device, dtype=dtype, quiet=quiet))
+    model_type = json.loads(cfg_file.read_text()).get("model_type", "")
+    if model_type == "lfpo_tiny_dlm":
+        return _load_tiny_dir(path, device, dtype)
+    from .hf import load_hf
+
+    return load_hf(str(path), model_type=model_type, device=device, dtype=dtype, load_in_4bit=load_in_4bit)
+
+
 def load_model(spec: str, *, task=None, device: str | torch.device = "cpu", dtype=None, quiet: bool = False,
                load_in_4bit: bool = False) -> DiffusionLM:
     """Resolve ``spec`` (see module docstring) to a ``DiffusionLM`` on ``device`` (``load_in_4bit``: QLoRA-style
@@ -132,19 +167,14 @@ def load_model(spec: str, *, task=None, device: str | torch.device = "cpu", dtyp
         return lm
     path = Path(spec).expanduser()
     if path.is_dir():
-        cfg_file = path / "config.json"
-        if not cfg_file.exists() and not (path / "adapter_config.json").exists():
-            raise UserError(f"{str(path)!r} is a folder but holds no config.json; point --model at a saved checkpoint")
-        from .adapters import is_adapter_dir, load_adapter
-
-        if is_adapter_dir(path):  # a LoRA run's checkpoint: base model + adapters
-            return load_adapter(path, device, dtype, lambda base: load_model(base, task=task, device=device, dtype=dtype, quiet=quiet))
-        model_type = json.loads(cfg_file.read_text()).get("model_type", "")
-        if model_type == "lfpo_tiny_dlm":
-            return _load_tiny_dir(path, device, dtype)
-        from .hf import load_hf
-
-        return load_hf(str(path), model_type=model_type, device=device, dtype=dtype, load_in_4bit=load_in_4bit)
+        try:
+            return _load_dir(path, task=task, device=device, dtype=dtype, quiet=quiet, load_in_4bit=load_in_4bit)
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - truncated JSON, half a safetensors file (SafetensorError), ...
+            bad = _damaged_file(path)
+            raise UserError(f"--model {path}: cannot load the checkpoint ({type(e).__name__}: {str(e)[:200]})"
+                            + (f"; {bad} looks damaged" if bad else "") + ". Re-save or re-download it") from None
     looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith((".pt", ".bin", ".safetensors"))
     if looks_like_path:
         raise UserError(f"model path {spec!r} does not exist; give a checkpoint folder, a hub id, or 'tiny'")
