@@ -63,9 +63,11 @@ def evalplus_verdicts(dataset: str, programs, workers: int) -> list[bool]:
     from evalplus.evaluate import get_groundtruth
 
     if dataset == "humaneval":
-        from evalplus.data import get_human_eval_plus as get, get_human_eval_plus_hash as get_hash
+        from evalplus.data import get_human_eval_plus as get
+        from evalplus.data import get_human_eval_plus_hash as get_hash
     else:
-        from evalplus.data import get_mbpp_plus as get, get_mbpp_plus_hash as get_hash
+        from evalplus.data import get_mbpp_plus as get
+        from evalplus.data import get_mbpp_plus_hash as get_hash
     problems = get()
     tasks_only = [] if dataset == "humaneval" else ["mbpp"]
     from evalplus.eval._special_oracle import MBPP_OUTPUT_NOT_NONE_TASKS

@@ -11,7 +11,6 @@ from fractions import Fraction
 import pytest
 
 from lfpo_bench.answers import numeric_value
-
 from lfpo_bench.runner import make_task as get_task
 
 pytestmark = pytest.mark.slow

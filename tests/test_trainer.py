@@ -174,8 +174,8 @@ def test_trackers_receive_every_logged_update_offline(tmp_path, monkeypatch, kin
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     trackers = make_trackers(kind, tmp_path, {"lr": 1e-3}, "t")
-    res = Trainer(fresh(), NoisyReward(), method("diffu_grpo", kl_beta=0.0), TrainConfig(**{**SMALL, "updates": 3}), tmp_path,
-                  show_progress=False, trackers=trackers).fit()
+    Trainer(fresh(), NoisyReward(), method("diffu_grpo", kl_beta=0.0), TrainConfig(**{**SMALL, "updates": 3}), tmp_path,
+            show_progress=False, trackers=trackers).fit()
     for t in trackers:
         t.finish()
     logged = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
