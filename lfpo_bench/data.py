@@ -98,6 +98,22 @@ class Source:
     fetch: Callable[[], list[dict]]  # raises on failure (offline, missing package)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connect to the Hub (``HF_ENDPOINT`` honoured; ``HF_HUB_OFFLINE=1``/``HF_DATASETS_OFFLINE=1``
+    mean no) before ``datasets`` tries, so an offline machine gets its error at once."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def hf_source(path: str, name: str | None, split: str) -> Source:
     def fetch() -> list[dict]:
         try:
@@ -106,6 +122,8 @@ def hf_source(path: str, name: str | None, split: str) -> Source:
             raise RuntimeError("the `datasets` package is not installed (pip install 'lfpo-bench[eval]')") from e
         from datasets import load_dataset
 
+        if not hub_reachable():  # fail now, not after ~30 s of retries and warnings
+            raise ConnectionError("the Hugging Face Hub is not reachable from this machine (offline)")
         ds = load_dataset(path, name, split=split)
         return [dict(r) for r in ds]
 
@@ -171,9 +189,12 @@ def load_split(
     try:
         recs = source.fetch()
     except Exception as e:
-        hint = f"pass --data PATH (a {local_name} file)" if local_name else "pass --data PATH"
         if local_name:
-            hint += f", or set LFPO_BENCH_DATA_DIR to a folder holding {local_name}"
+            hint = (f"pass --data FOLDER holding {local_name} for split {split!r} (a folder covers every split the command "
+                    f"reads, the training task's too; a file covers only the evaluation split), or set LFPO_BENCH_DATA_DIR "
+                    f"to that folder")
+        else:
+            hint = "pass --data PATH"
         raise UserError(
             f"could not load {task!r} split {split!r} from its public source {source.describe} "
             f"({type(e).__name__}: {str(e)[:200]}). Offline? {hint}."

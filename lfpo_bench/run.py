@@ -88,6 +88,12 @@ def resolve(a: RunArgs, extra_overrides: dict | None = None) -> ResolvedRun:
     return ResolvedRun(task, method, train, model, run_id, cfg)
 
 
+def _folder_only(data: str | None) -> str | None:
+    """``--data`` for the training task (humaneval trains on mbpp): a folder applies, a file is the
+    evaluation task's own."""
+    return data if data and Path(data).expanduser().is_dir() else None
+
+
 def preflight(a: RunArgs, r: ResolvedRun) -> None:
     """Everything a run will need, checked before any model work: settings in range, the rollout schedule,
     every data split it reads (train, validation, evaluation), the output folder, the trackers."""
@@ -101,7 +107,7 @@ def preflight(a: RunArgs, r: ResolvedRun) -> None:
     check_report_to(a.report_to)
     check_output_dir(a.out_dir)
     task = r.task
-    train_task = make_task(task.train_task, a.data) if task.train_task else task
+    train_task = make_task(task.train_task, _folder_only(a.data)) if task.train_task else task
     if getattr(r.method, "trains", True) and r.train.updates > 0:
         L = r.train.rollout_gen_length or train_task.gen_length
         blk = r.train.rollout_block_length or min(train_task.block_length, L)
@@ -178,7 +184,7 @@ def run(a: RunArgs) -> RunResult:
         result, ckpt = TrainResult(), str(run_dir / "checkpoint")
     elif trains:
         prepare_for_training(lm, r.train)
-        train_task = make_task(task.train_task) if task.train_task else task
+        train_task = make_task(task.train_task, _folder_only(a.data)) if task.train_task else task
         trackers = make_trackers(a.report_to, run_dir, r.config, r.run_id) if dist.is_main else []
         trainer = Trainer(lm, train_task, method, r.train, run_dir, show_progress=a.show_progress, dist=dist, trackers=trackers)
         try:

@@ -56,6 +56,15 @@ class Task:
         self._cache: dict[str, tuple[list[Example], str]] = {}
 
     # ---- data ---------------------------------------------------------------------------------------
+    def data_for(self, split: str) -> str | None:
+        """The ``--data`` override that applies to ``split``: a folder covers every split (each split's file
+        by its declared name), a file only the evaluated split (never the training or validation split)."""
+        if not self.data_path:
+            return None
+        from pathlib import Path
+
+        return self.data_path if Path(self.data_path).expanduser().is_dir() or split not in (self.train_split, self.val_split) else None
+
     def load(self, split: str) -> list[Example]:
         """Examples of ``split``. Cached per instance."""
         return self.load_with_hash(split)[0]

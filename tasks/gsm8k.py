@@ -43,7 +43,7 @@ class GSM8K(Task):
     def _records(self, hf_split: str) -> list[dict]:
         name = {"test": "gsm8k_test.jsonl", "train": "gsm8k_train.jsonl"}[hf_split]
         loaded = load_split(self.name, hf_split, local_name=name, source=hf_source("openai/gsm8k", "main", hf_split),
-                            data_path=self.data_path if hf_split == "test" else None)
+                            data_path=self.data_for(hf_split))
         for i, r in enumerate(loaded.records):
             require(r, ("question", "answer"), f"{loaded.origin} record {i + 1}")
         return loaded.records

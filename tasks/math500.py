@@ -114,10 +114,10 @@ class MATH500(Task):
     def _load(self, split: str) -> list[Example]:
         if split == "test":
             loaded = load_split(self.name, split, local_name="math500_test.jsonl", source=hf_source("HuggingFaceH4/MATH-500", None, "test"),
-                                data_path=self.data_path)
+                                data_path=self.data_for(split))
             recs = loaded.records
         else:
-            loaded = load_split(self.name, "train", local_name="math_train.jsonl", source=hf_source("EleutherAI/hendrycks_math", "algebra", "train"))
+            loaded = load_split(self.name, "train", local_name="math_train.jsonl", source=hf_source("EleutherAI/hendrycks_math", "algebra", "train"), data_path=self.data_for("train"))
             recs = loaded.records[:-200] if split == "train" else loaded.records[-200:]
         out = []
         for i, r in enumerate(recs):

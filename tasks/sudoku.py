@@ -209,7 +209,7 @@ class Sudoku(_SudokuBase):
             "test": ("sudoku_4x4_test_split_new.jsonl", SPG_TEST_URL),
             "test_d1": ("sudoku_4x4_test.jsonl", D1_TEST_URL),
         }[split]
-        loaded = load_split(self.name, split, local_name=name, source=url_source(url, "csv"), data_path=self.data_path)
+        loaded = load_split(self.name, split, local_name=name, source=url_source(url, "csv"), data_path=self.data_for(split))
         for i, r in enumerate(loaded.records):
             require(r, ("Puzzle", "Solution"), f"{loaded.origin} record {i + 1}")
         return loaded.records

@@ -126,3 +126,59 @@ def test_rows_are_never_appended_to_or_repaired_in_a_foreign_file(tmp_path):
     with pytest.raises(UserError, match="not a results file"):
         results.append_rows(notes, [{"a": 1}])
     assert notes.read_bytes() == b"line one\nunterminated"
+
+
+def _jsonl(path, recs):
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_a_data_folder_covers_every_split_and_a_file_only_the_evaluated_one(tmp_path, monkeypatch):
+    from lfpo_bench.runner import make_task
+    from lfpo_bench.types import UserError
+
+    monkeypatch.delenv("LFPO_BENCH_DATA_DIR", raising=False)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _jsonl(folder / "gsm8k_test.jsonl", [{"question": "t?", "answer": "x #### 1"}])
+    _jsonl(folder / "gsm8k_train.jsonl", [{"question": f"q{i}?", "answer": f"x #### {i}"} for i in range(600)])
+    t = make_task("gsm8k", str(folder))
+    assert len(t.load("test")) == 1 and len(t.load("train")) == 100 and len(t.load("validation")) == 500
+    # a file is the evaluated split's data only: training data is not read from it
+    t = make_task("gsm8k", str(folder / "gsm8k_test.jsonl"))
+    assert t.data_for("test") and t.data_for("train") is None and t.data_for("validation") is None
+    # a folder without a split's file names that file
+    (folder / "gsm8k_train.jsonl").unlink()
+    with pytest.raises(UserError, match="gsm8k_train.jsonl"):
+        make_task("gsm8k", str(folder)).load("train")
+
+
+def test_a_file_of_the_wrong_benchmark_is_named_not_a_keyerror(tmp_path, monkeypatch, capsys):
+    """`run --task humaneval --data mbpp_full.jsonl`: the file is HumanEval's test split, and it is not one."""
+    f = tmp_path / "mbpp_full.jsonl"
+    _jsonl(f, [{"task_id": 1, "text": "t", "code": "def f(): pass", "test_list": []}])
+    code, err = _main(["eval", "--task", "humaneval", "--data", str(f)], monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in err and "a HumanEval file" in err and "prompt" in err
+
+
+def test_offline_hub_fails_at_once_with_the_data_hint(monkeypatch, capsys, tmp_path):
+    import time
+
+    monkeypatch.delenv("LFPO_BENCH_DATA_DIR", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    t0 = time.monotonic()
+    code, err = _main(["eval", "--task", "gsm8k", "--limit", "2"], monkeypatch, capsys)
+    assert time.monotonic() - t0 < 10
+    assert code == 2 and "not reachable" in err and "gsm8k_test.jsonl" in err and "--data FOLDER" in err
+
+
+def test_a_missing_real_model_on_a_cpu_machine_points_at_the_embedded_default(monkeypatch):
+    import torch
+
+    from lfpo_bench.models.hf import resolve_path
+    from lfpo_bench.types import UserError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="--model tiny") as e:
+        resolve_path("GSAI-ML/LLaDA-8B-Instruct-not-cached")
+    assert "GPU" in str(e.value)

@@ -84,10 +84,14 @@ def resolve_path(spec: str) -> Path:
 
         return Path(snapshot_download(spec, local_files_only=True))
     except Exception as e:  # noqa: BLE001 - offline, not cached, or invalid id
+        gpu = "" if torch.cuda.is_available() else (
+            " This machine has no CUDA GPU either: a 7-8B model needs one (bf16, about 20 GB for evaluation, more to "
+            "train). To try the whole pipeline here, use the embedded default: --model tiny (a small model the "
+            "project pretrains itself on first use; findings at that scale say what the harness measures).")
         raise UserError(
             f"model {spec!r} is not a local folder and not in the local Hugging Face cache ({type(e).__name__}). "
             f"Download it where you have internet (`huggingface-cli download {spec}`) and copy the cache, or pass "
-            f"--model /path/to/checkpoint"
+            f"--model /path/to/checkpoint.{gpu}"
         ) from None
 
 
