@@ -16,8 +16,8 @@ from .provenance import config_hash, git_sha
 from .registry import METHODS
 from .results import append_rows, read_rows
 from .runner import make_task, resolve_device
-from .trainer import TrainConfig, Trainer, TrainResult
 from .trackers import make_trackers
+from .trainer import TrainConfig, Trainer, TrainResult
 from .types import ResultRow, UserError
 
 log = logging.getLogger(__name__)
