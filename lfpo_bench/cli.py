@@ -200,6 +200,59 @@ def sweep(
 
 
 @app.command()
+def gradcheck(
+    task: str = typer.Option("sudoku4", help="task whose train split supplies the fixed prompt set"),
+    methods: str = typer.Option(",".join(("lfpo", "diffu_grpo", "wd1", "spg", "coupled_grpo", "espo", "trace_rl")),
+                                help="comma-separated methods"),
+    model: str = typer.Option("tiny", help="tiny (the embedded start) or a checkpoint folder (e.g. a run's checkpoint/)"),
+    prompts: int = typer.Option(8, help="prompts in the fixed set"),
+    group_size: int = typer.Option(8, help="G completions per prompt in a method's batch"),
+    batches: int = typer.Option(64, help="independent batches per method"),
+    ref_samples: int = typer.Option(1024, help="trajectories per prompt for the reference gradient"),
+    steps: Optional[int] = typer.Option(None, help="rollout steps (default: the task's RL preset)"),
+    target: float = typer.Option(0.9, help="cosine the batches-to column asks for"),
+    seed: int = typer.Option(0, help="prompt choice, rollouts and masks"),
+    out: Optional[str] = typer.Option(None, help="write the result (JSON) here"),
+) -> None:
+    """How close is each method's gradient to the exact policy gradient (random-remasking rollouts)?"""
+    import json
+
+    from .gradcheck import GradcheckConfig, run_gradcheck
+    from .registry import METHODS
+
+    names = tuple(m.strip() for m in methods.split(",") if m.strip())
+    for m in names:
+        METHODS.get(m)  # unknown names: "did you mean" before any work
+    for flag, v in (("--prompts", prompts), ("--batches", batches)):
+        if v < 1:
+            raise UserError(f"{flag} {v}: must be >= 1")
+    if group_size < 2 or ref_samples < 4:
+        raise UserError("--group-size must be >= 2 and --ref-samples >= 4 (leave-one-out baselines)")
+    if out:
+        from pathlib import Path
+
+        from .results import check_output_dir
+
+        if Path(out).is_dir():
+            raise UserError(f"--out {out}: is a folder; give a file name such as {Path(out) / 'gradcheck.json'}")
+        check_output_dir(Path(out).parent, "--out")
+    res = run_gradcheck(GradcheckConfig(task=task, model=model, methods=names, prompts=prompts, group_size=group_size,
+                                        batches=batches, ref_samples=ref_samples, steps=steps, target_cos=target, seed=seed))
+    t = Table(title=f"gradient fidelity on {task} ({res['model']}): random-remasking rollouts, {res['rollout_steps']} steps; "
+                    f"reference split-half cosine {res['split_half_cos']:.3f}")
+    for col in ("method", "cos(mean g, g*)", "mean cos(g, g*)", "rel. variance", f"batches to cos {target}"):
+        t.add_column(col, justify="right")
+    for r in res["rows"]:
+        t.add_row(r["method"], f"{r['cos_mean']:.3f}", f"{r['cos_batch']:.3f}", f"{r['rel_var']:.2f}", str(r["batches_to"]))
+    console.print(t)
+    if out:
+        from pathlib import Path
+
+        Path(out).write_text(json.dumps(res, indent=1, default=str) + "\n")
+        console.print(f"written to {out}")
+
+
+@app.command()
 def table(
     paths: list[str] = typer.Argument(..., help="rows.jsonl files or sweep/run folders"),
     metric: str = typer.Option("accuracy", help="accuracy (the task score) or an extra metric such as solved"),

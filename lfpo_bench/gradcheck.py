@@ -1,0 +1,219 @@
+"""Gradient fidelity: how close is each method's update to the exact policy gradient?
+
+Under **random remasking** the positions unmasked at each step do not depend on the parameters, so the
+log-probability of a sampled trajectory is exact and differentiable: the sum over steps of the
+log-probabilities (temperature 1) of the tokens committed at that step given that step's state
+(``likelihood.trajectory_logps`` with ``shrink=1``). The objective J(theta) = mean over a fixed prompt set of
+E[R(y)] then has the exact gradient E[(R - b) grad log p(traj)], estimated here with leave-one-out
+baselines over many trajectories per prompt (g*). Two independent halves give its precision (split-half
+cosine).
+
+Each method's gradient is the gradient of its own loss on a standard batch: the trainer's ``step`` (same
+rollouts, advantages, group filtering, masks and micro-batching as in training) with rollouts forced to
+random remasking at temperature 1 for every method, stopped at the first inner iteration's optimiser step
+(old = current parameters; gradient clipping off). Over many independent batches we report, per method:
+
+- ``cos_mean``: cosine between the mean of its batch gradients and g* (direction bias);
+- ``cos_batch``: mean cosine of single batch gradients with g*;
+- ``rel_var``: E|g - mean g|^2 / |mean g|^2 (noise of one batch, relative);
+- ``batches_to``: fewest batches whose mean reaches ``target_cos`` with g* (powers of two; ">N" if never).
+
+``reinforce`` is the exact trajectory REINFORCE (leave-one-out) at the same batch size: the unbiased row.
+Losses are minimised, so a method's gradient is compared with -grad J (both point downhill).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+from dataclasses import dataclass, field
+
+import torch
+
+from .likelihood import trajectory_logps
+from .sampler import generate
+from .types import UserError
+
+METHODS_DEFAULT = ("lfpo", "diffu_grpo", "wd1", "spg", "coupled_grpo", "espo", "trace_rl")
+
+
+@dataclass
+class GradcheckConfig:
+    task: str = "sudoku4"
+    model: str = "tiny"  # tiny (the embedded start) | a checkpoint folder (e.g. a run's checkpoint/)
+    methods: tuple[str, ...] = METHODS_DEFAULT
+    prompts: int = 8  # the fixed prompt set (first N of the shuffled train split)
+    group_size: int = 8  # G completions per prompt in a method's batch
+    batches: int = 64  # independent batches per method
+    ref_samples: int = 1024  # trajectories per prompt for g* (two halves of half each)
+    steps: int | None = None  # rollout steps (default: the task's RL preset, else its default)
+    chunk: int = 256  # rows per generate / backward chunk
+    target_cos: float = 0.9
+    seed: int = 0
+
+
+@dataclass
+class MethodStats:
+    name: str
+    n: int = 0
+    total: torch.Tensor | None = None
+    sq_norm: float = 0.0
+    cos_sum: float = 0.0
+    prefix: dict[int, float] = field(default_factory=dict)
+
+    def add(self, g: torch.Tensor, ref: torch.Tensor) -> None:
+        self.total = g.clone() if self.total is None else self.total + g
+        self.n += 1
+        self.sq_norm += float(g.pow(2).sum())
+        self.cos_sum += cosine(g, ref)
+        if self.n & (self.n - 1) == 0:  # a power of two
+            self.prefix[self.n] = cosine(self.total, ref)
+
+    def row(self, ref: torch.Tensor, target: float) -> dict:
+        mean = self.total / self.n
+        mn2 = float(mean.pow(2).sum())
+        reach = next((n for n, c in sorted(self.prefix.items()) if c >= target), None)
+        return {"method": self.name, "batches": self.n, "cos_mean": cosine(mean, ref), "cos_batch": self.cos_sum / self.n,
+                "rel_var": (self.sq_norm / self.n - mn2) / mn2 if mn2 > 0 else math.inf,
+                "batches_to": reach if reach is not None else f">{self.n}",
+                **{f"cos@{n}": round(c, 4) for n, c in sorted(self.prefix.items())}}
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    d = float(a.norm() * b.norm())
+    return float(a @ b) / d if d > 0 else 0.0
+
+
+def flat_grad(params) -> torch.Tensor:
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().flatten().float() for p in params])
+
+
+def rollout_steps(task, steps: int | None) -> int:
+    return steps or getattr(task, "train_defaults", {}).get("rollout_steps") or task.steps
+
+
+def sample_trajectories(lm, task, examples, k: int, steps: int, gen: torch.Generator, chunk: int):
+    """``k`` random-remasking, temperature-1 trajectories per example: (prompt ids, mask, completion, commit
+    step, reward, prompt index), in chunks of at most ``chunk`` rows."""
+    L = task.gen_length
+    blk = min(task.block_length, L)
+    ids, am = lm.encode_prompts([task.prompt(e, lm.profile.prompt_style) for e in examples], L)
+    rows = [(p, j) for p in range(len(examples)) for j in range(k)]
+    out = []
+    lm.eval()
+    with torch.no_grad():
+        for s in range(0, len(rows), chunk):
+            idx = torch.tensor([p for p, _ in rows[s : s + chunk]])
+            seed = int(torch.randint(2**62, (1,), generator=gen))
+            g = torch.Generator(device=lm.device).manual_seed(seed)
+            o = generate(lm, ids[idx].to(lm.device), am[idx].to(lm.device), gen_length=L, steps=steps, block_length=blk,
+                         temperature=1.0, remasking="random", generator=g, record_trajectory=True)
+            texts = lm.decode(o.completion.cpu())
+            rewards = torch.tensor([s_.score for s_ in task.score_batch([examples[int(p)] for p in idx], texts)])
+            out.append((ids[idx], am[idx], o.completion, o.commit_step, rewards, idx, o.commit_logp))
+    return out
+
+
+def reinforce_gradient(lm, task, examples, k: int, steps: int, gen: torch.Generator, chunk: int) -> torch.Tensor:
+    """-grad J by trajectory REINFORCE with a leave-one-out baseline over ``k`` trajectories per prompt
+    (k >= 2), averaged over prompts: the gradient of the loss -mean_i A_i log p(traj_i)."""
+    if k < 2:
+        raise UserError("the leave-one-out baseline needs at least 2 trajectories per prompt")
+    parts = sample_trajectories(lm, task, examples, k, steps, gen, chunk)
+    P = len(examples)
+    rewards = torch.cat([p[4] for p in parts]).view(P, k).float()
+    adv = (rewards - (rewards.sum(1, keepdim=True) - rewards) / (k - 1)).flatten()
+    params = [p for p in lm.module.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = None
+    lm.eval()
+    s = 0
+    for pid, pm, comp, commit, _, _, _ in parts:
+        n = comp.shape[0]
+        lp = trajectory_logps(lm, pid.to(lm.device), pm.to(lm.device), comp, commit, mask_id=lm.mask_id, shrink=1)
+        loss = -(adv[s : s + n].to(lp.device) * lp.sum(1)).sum() / (P * k)
+        loss.backward()
+        s += n
+    g = flat_grad(params)
+    for p in params:
+        p.grad = None
+    return g
+
+
+class _Captured(Exception):
+    pass
+
+
+def method_gradients(lm, task, examples, name: str, cfg: GradcheckConfig, ref: torch.Tensor, show=None) -> MethodStats:
+    """``cfg.batches`` gradients of ``name``'s loss, each on a fresh batch of the trainer's own making."""
+    from .registry import METHODS
+    from .trainer import TrainConfig, Trainer
+
+    cls = METHODS.get(name)
+    mcfg = cls.Config()
+    over = {k: v for k, v in (("temperature", 1.0), ("remasking", "random")) if k in {f.name for f in dataclasses.fields(mcfg)}}
+    method = cls(dataclasses.replace(mcfg, **over))
+    steps = rollout_steps(task, cfg.steps)
+    tc = TrainConfig(updates=cfg.batches, prompts_per_update=len(examples), group_size=cfg.group_size,
+                     micro_batch=len(examples) * cfg.group_size, rollout_steps=steps, grad_clip=1e30, val_every=0,
+                     checkpoint_every=0, seed=cfg.seed, rollout_batch=max(cfg.chunk, cfg.group_size))
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = Trainer(lm, task, method, tc, tmp, show_progress=False)
+        tr.train_examples = list(examples)
+        params = [p for _, p in tr.bank.params]
+        grads: list[torch.Tensor] = []
+
+        def capture(opt, ps, max_norm):
+            grads.append(flat_grad(params))
+            raise _Captured
+
+        tr.dist.step = capture
+        stats = MethodStats(name)
+        for u in range(cfg.batches):
+            try:
+                tr.step(u)
+            except _Captured:
+                pass
+            if grads:  # no gradient: every group of the batch was filtered out (no signal): a zero update
+                stats.add(grads.pop(), ref)
+            else:
+                stats.add(torch.zeros_like(ref), ref)
+            if show:
+                show()
+        for p in params:
+            p.grad = None
+    return stats
+
+
+def run_gradcheck(cfg: GradcheckConfig, show_progress: bool = True) -> dict:
+    from .models.loader import load_model
+    from .progress import progress_bar
+    from .runner import make_task
+
+    task = make_task(cfg.task)
+    lm = load_model(cfg.model, task=task, quiet=not show_progress)
+    for p in lm.module.parameters():
+        p.requires_grad_(True)
+    pool = task.load(task.train_split)
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    examples = [pool[i] for i in order[: cfg.prompts]]
+    steps = rollout_steps(task, cfg.steps)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    total = 2 + len(cfg.methods) * cfg.batches + cfg.batches
+    with progress_bar(f"gradcheck {cfg.task}", total=total, enabled=show_progress) as bar:
+        halves = []
+        for _ in range(2):
+            halves.append(reinforce_gradient(lm, task, examples, cfg.ref_samples // 2, steps, gen, cfg.chunk))
+            bar.advance(1)
+        ref = (halves[0] + halves[1]) / 2
+        rows = []
+        for name in cfg.methods:
+            rows.append(method_gradients(lm, task, examples, name, cfg, ref, show=lambda: bar.advance(1)).row(ref, cfg.target_cos))
+        st = MethodStats("reinforce (exact, same batch)")
+        for _ in range(cfg.batches):
+            st.add(reinforce_gradient(lm, task, examples, cfg.group_size, steps, gen, cfg.chunk), ref)
+            bar.advance(1)
+        rows.append(st.row(ref, cfg.target_cos))
+    return {"config": dataclasses.asdict(cfg), "split_half_cos": cosine(halves[0], halves[1]), "rollout_steps": steps,
+            "model": lm.name, "rows": rows}
