@@ -73,11 +73,23 @@ class MethodStats:
     def row(self, ref: torch.Tensor, target: float) -> dict:
         mean = self.total / self.n
         mn2 = float(mean.pow(2).sum())
-        reach = next((n for n, c in sorted(self.prefix.items()) if c >= target), None)
+        reach = batches_to({f"cos@{n}": c for n, c in self.prefix.items()}, target)
         return {"method": self.name, "batches": self.n, "cos_mean": cosine(mean, ref), "cos_batch": self.cos_sum / self.n,
                 "rel_var": (self.sq_norm / self.n - mn2) / mn2 if mn2 > 0 else math.inf,
-                "batches_to": reach if reach is not None else f">{self.n}",
+                "batches_to": reach,
                 **{f"cos@{n}": round(c, 4) for n, c in sorted(self.prefix.items())}}
+
+
+def batches_to(row: dict, target: float):
+    """Fewest batches n (a power of two) from which the mean gradient's cosine with g* stays >= ``target``
+    at every larger n measured; ">N" when it never does."""
+    pts = sorted((int(k.split("@")[1]), v) for k, v in row.items() if k.startswith("cos@"))
+    reach = None
+    for n, c in reversed(pts):
+        if c < target:
+            break
+        reach = n
+    return reach if reach is not None else f">{pts[-1][0] if pts else 0}"
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -217,3 +229,56 @@ def run_gradcheck(cfg: GradcheckConfig, show_progress: bool = True) -> dict:
         rows.append(st.row(ref, cfg.target_cos))
     return {"config": dataclasses.asdict(cfg), "split_half_cos": cosine(halves[0], halves[1]), "rollout_steps": steps,
             "model": lm.name, "rows": rows}
+
+
+def figure(results: dict[str, dict], path) -> None:
+    """Cosine with g* of the mean of the first n batch gradients, against n, one panel per result."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False, sharey=True)
+    for ax, (title, res) in zip(axes[0], results.items()):
+        for r in res["rows"]:
+            pts = sorted((int(k.split("@")[1]), v) for k, v in r.items() if k.startswith("cos@"))
+            style = "k--" if r["method"].startswith("reinforce") else "-"
+            ax.plot([n for n, _ in pts], [c for _, c in pts], style, marker="o", ms=3, label=r["method"].split(" (")[0])
+        ax.axhline(res["split_half_cos"], color="grey", lw=0.8, ls=":")
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{title}\n(g* split-half {res['split_half_cos']:.3f}, dotted)", fontsize=9)
+        ax.set_xlabel("batches averaged")
+    axes[0][0].set_ylabel("cosine with g*")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def table(results: dict[str, dict], target: float = 0.9) -> str:
+    """Markdown: one row per (result, method)."""
+    lines = ["| setting | g* split-half | method | cos(mean g, g*) | mean cos(g, g*) | rel. variance | batches to "
+             f"{target} |", "|---|---|---|---|---|---|---|"]
+    for title, res in results.items():
+        for r in res["rows"]:
+            lines.append(f"| {title} | {res['split_half_cos']:.3f} | {r['method']} | {r['cos_mean']:.3f} | {r['cos_batch']:.3f} | "
+                         f"{r['rel_var']:.2f} | {batches_to(r, target)} |")
+    return "\n".join(lines)
+
+
+def report(folder) -> None:
+    """``python -m lfpo_bench.gradcheck results/gradient-fidelity``: table.md and fidelity.png from the JSONs."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    res = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    if not res:
+        raise UserError(f"no gradcheck results (*.json) in {folder}")
+    (folder / "table.md").write_text(table(res) + "\n")
+    figure(res, folder / "fidelity.png")
+
+
+if __name__ == "__main__":
+    import sys
+
+    report(sys.argv[1] if len(sys.argv) > 1 else "results/gradient-fidelity")
