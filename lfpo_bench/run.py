@@ -15,7 +15,7 @@ from .evaluate import decoding_grid, evaluate
 from .provenance import config_hash, git_sha
 from .registry import METHODS
 from .results import append_rows, read_rows
-from .runner import make_task, resolve_device
+from .runner import check_positive, make_task, resolve_device
 from .trackers import make_trackers
 from .trainer import TrainConfig, Trainer, TrainResult
 from .types import ResultRow, UserError
@@ -94,16 +94,15 @@ def _folder_only(data: str | None) -> str | None:
     return data if data and Path(data).expanduser().is_dir() else None
 
 
-def preflight(a: RunArgs, r: ResolvedRun) -> None:
+def preflight(a: RunArgs, r: ResolvedRun):
     """Everything a run will need, checked before any model work: settings in range, the rollout schedule,
-    every data split it reads (train, validation, evaluation), the output folder, the trackers."""
+    every data split it reads (train, validation, evaluation), the output folder, the trackers. Returns the
+    task RL trains on (its splits loaded)."""
     from .results import check_output_dir
     from .sampler import check_schedule
     from .trackers import check_report_to
 
-    for flag, v in (("--limit", a.eval_limit), ("--batch-size", a.batch_size)):
-        if v is not None and v < 1:
-            raise UserError(f"{flag} {v}: must be >= 1" + (" (omit it to evaluate every problem)" if flag == "--limit" else ""))
+    check_positive(**{"--limit": a.eval_limit, "--batch-size": a.batch_size})
     check_report_to(a.report_to)
     check_output_dir(a.out_dir)
     task = r.task
@@ -121,6 +120,7 @@ def preflight(a: RunArgs, r: ResolvedRun) -> None:
             if not train_task.load(split):
                 raise UserError(f"task {train_task.name!r} has no examples in split {split!r}")
     task.load(a.split or task.eval_split)
+    return train_task
 
 
 @dataclass
@@ -142,7 +142,7 @@ def run(a: RunArgs) -> RunResult:
 
     r = resolve(a)
     task, method = r.task, r.method
-    preflight(a, r)
+    train_task = preflight(a, r)
     dist = world()
     device = resolve_device(a.device)
     run_dir = Path(a.out_dir) / r.run_id
@@ -184,7 +184,6 @@ def run(a: RunArgs) -> RunResult:
         result, ckpt = TrainResult(), str(run_dir / "checkpoint")
     elif trains:
         prepare_for_training(lm, r.train)
-        train_task = make_task(task.train_task, _folder_only(a.data)) if task.train_task else task
         trackers = make_trackers(a.report_to, run_dir, r.config, r.run_id) if dist.is_main else []
         trainer = Trainer(lm, train_task, method, r.train, run_dir, show_progress=a.show_progress, dist=dist, trackers=trackers)
         try:

@@ -62,6 +62,13 @@ def default_out(kind: str) -> Path:
     return Path("results") / kind / f"{stamp}.jsonl"
 
 
+def check_positive(**flags: int | None) -> None:
+    """Count options (given by flag name) must be >= 1 when set; a ``UserError`` names the first that is not."""
+    for flag, v in flags.items():
+        if v is not None and v < 1:
+            raise UserError(f"{flag} {v}: must be >= 1" + (" (omit it to evaluate every problem)" if flag == "--limit" else ""))
+
+
 def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path, bool]:
     """Returns (rows, rows file, is_main). Under ``accelerate launch`` problems are sharded across ranks and
     rank 0 alone writes rows and samples."""
@@ -70,9 +77,7 @@ def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path, bool]:
 
     from .results import check_output_file
 
-    for flag, v, lo in (("--n-samples", a.n_samples, 1), ("--batch-size", a.batch_size, 1), ("--limit", a.limit, 1)):
-        if v is not None and v < lo:
-            raise UserError(f"{flag} {v}: must be >= {lo}" + (" (omit it to evaluate every problem)" if flag == "--limit" else ""))
+    check_positive(**{"--n-samples": a.n_samples, "--batch-size": a.batch_size, "--limit": a.limit})
     task = make_task(a.task, a.data)
     decodings = decoding_grid(
         task, gen_length=a.gen_length, steps=a.steps or None, block_length=a.block_length,
