@@ -82,15 +82,39 @@ def pretrain(
 def print_rows(rows, title: str) -> None:
     t = Table(title=title)
     metric_names = sorted({k for r in rows for k in r.metrics})
-    for col in ["decoding", "L", "steps", "block", "n", "accuracy", *metric_names, "mean NFE", "p50 ms", "p95 ms", "tok/s"]:
+    timed = all(r.timing.get("request_ms") for r in rows)
+    lat = ["ms/request [IQR]", "ms/sample @batch", "ms/NFE"] if timed else ["p50 ms (1 pass)", "p95 ms (1 pass)", "tok/s"]
+    for col in ["decoding", "L", "steps", "block", "n", "accuracy", *metric_names, "mean NFE", *lat]:
         t.add_column(col, justify="right")
     for r in rows:
+        if timed:
+            q, ps = r.timing["request_ms"], r.timing["sample_ms"]
+            cells = [f"{q['median']:.2f} [{q['q25']:.2f}-{q['q75']:.2f}]", f"{ps['median']:.3f} @{r.timing['batch_size']}",
+                     f"{r.timing['ms_per_nfe'] or 0:.2f}"]
+        else:
+            cells = [f"{r.latency_ms_p50:.2f}", f"{r.latency_ms_p95:.2f}", f"{r.tokens_per_s:.0f}"]
         t.add_row(
             r.decoding, str(r.gen_length), str(r.steps) if r.decoding == "fixed" else "adaptive", str(r.block_length),
             str(r.n), f"{100 * r.accuracy:.1f}", *[f"{100 * r.metrics.get(k, 0):.1f}" for k in metric_names],
-            f"{r.nfe_mean:.2f}", f"{r.latency_ms_p50:.2f}", f"{r.latency_ms_p95:.2f}", f"{r.tokens_per_s:.0f}",
+            f"{r.nfe_mean:.2f}", *cells,
         )
     console.print(t)
+    if timed:
+        r0 = rows[0].timing
+        console.print(f"latency: timing pass, median [IQR] over {r0['reps']} rounds after {r0['warmup']} warm-up, settings "
+                      f"interleaved; {r0['prompts']} requests at batch 1, one call at batch {r0['batch_size']}; "
+                      f"{r0['threads']} threads, load {r0['loadavg'][0]}->{r0['loadavg'][1]}")
+
+
+def _timing(reps: int, prompts: int, batch: Optional[int]):
+    from .timing import TimingConfig
+
+    return TimingConfig(reps=reps, prompts=prompts, batch_size=batch).check()
+
+
+TIMING_REPS = typer.Option(9, "--timing-reps", help="timing pass: recorded rounds per setting (0 = no timing pass)")
+TIMING_PROMPTS = typer.Option(8, "--timing-prompts", help="timing pass: requests timed one at a time per round")
+TIMING_BATCH = typer.Option(None, "--timing-batch", help="timing pass: throughput batch (default: --batch-size)")
 
 
 @app.command("eval")
@@ -114,6 +138,9 @@ def eval_cmd(
     out: Optional[str] = typer.Option(None, help="results JSONL (default: results/eval/<time>.jsonl)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     data: Optional[str] = typer.Option(None, help="local data file or folder overriding the public source"),
+    timing_reps: int = TIMING_REPS,
+    timing_prompts: int = TIMING_PROMPTS,
+    timing_batch: Optional[int] = TIMING_BATCH,
 ) -> None:
     """Evaluate a model on a task at one or more decoding settings; print and save result rows."""
     from .runner import EvalArgs, run_eval
@@ -123,6 +150,7 @@ def eval_cmd(
         block_length=block_length, thresholds=_floats(threshold, "--threshold"), temperature=temperature,
         remasking=remasking, cfg_scale=cfg, use_cache=use_cache, stop_at_eos=stop_at_eos, seed=seed,
         batch_size=batch_size, limit=limit, n_samples=n_samples, out=out, device=device, data=data,
+        timing=_timing(timing_reps, timing_prompts, timing_batch),
     )
     rows, path, is_main = run_eval(args)
     if not is_main:  # under accelerate launch rank 0 alone reports
@@ -150,6 +178,9 @@ def run(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     data: Optional[str] = typer.Option(None, help="local data file or folder for the evaluation split"),
     report_to: str = typer.Option("none", help="experiment trackers: none | tensorboard | wandb (offline), comma-separated"),
+    timing_reps: int = TIMING_REPS,
+    timing_prompts: int = TIMING_PROMPTS,
+    timing_batch: Optional[int] = TIMING_BATCH,
 ) -> None:
     """Evaluate the starting policy, train one method, evaluate the selected checkpoint, print before/after."""
     from .run import RunArgs, run as work
@@ -157,7 +188,7 @@ def run(
     res = work(RunArgs(method=method, task=task, model=model, updates=updates, config=config, sets=set_, seed=seed,
                        eval_steps=_ints(steps, "--steps"), thresholds=_floats(threshold, "--threshold"), eval_limit=limit,
                        batch_size=batch_size, out_dir=out_dir, run_id=run_id, resume=resume, device=device, data=data,
-                       report_to=report_to))
+                       report_to=report_to, timing=_timing(timing_reps, timing_prompts, timing_batch)))
     if not res.is_main:  # under accelerate launch rank 0 alone reports
         return
     print_before_after(res.before, res.after, f"{method} on {task}: before -> after (checkpoint from update {res.best_update})")
@@ -166,7 +197,8 @@ def run(
 
 def print_before_after(before, after, title: str) -> None:
     t = Table(title=title)
-    for col in ("decoding", "steps", "metric", "before", "after", "delta", "mean NFE after"):
+    timed = all(r.timing.get("request_ms") for r in after)
+    for col in ("decoding", "steps", "metric", "before", "after", "delta", "mean NFE after", *(["ms/request after [IQR]"] if timed else [])):
         t.add_column(col, justify="right")
     key = lambda r: (r.decoding, r.steps)  # noqa: E731
     b = {key(r): r for r in before}
@@ -175,8 +207,10 @@ def print_before_after(before, after, title: str) -> None:
         for name in ["accuracy", *sorted(k for k in r.metrics if k != "selected_update")]:
             va = r.accuracy if name == "accuracy" else r.metrics[name]
             vb = (r0.accuracy if name == "accuracy" else r0.metrics.get(name, float("nan"))) if r0 else float("nan")
+            q = r.timing.get("request_ms") or {}
             t.add_row(r.decoding, str(r.steps) if r.decoding == "fixed" else "adaptive", name, f"{100 * vb:.1f}",
-                      f"{100 * va:.1f}", f"{100 * (va - vb):+.1f}", f"{r.nfe_mean:.2f}")
+                      f"{100 * va:.1f}", f"{100 * (va - vb):+.1f}", f"{r.nfe_mean:.2f}",
+                      *([f"{q['median']:.2f} [{q['q25']:.2f}-{q['q75']:.2f}]"] if timed else []))
     console.print(t)
 
 
@@ -281,10 +315,12 @@ def table(
     mixed = report.check_provenance(df, allow_mixed=allow_mixed or not check)
     parts = [f"{metric} (%), mean ± 95% CI half-width over problems and seeds" + ("; † significant vs " + paired_vs if paired_vs else ""),
              report.render(report.comparison_table(df, paired_vs=paired_vs, fmt=fmt), fmt), "",
-             "mean NFE / p50 latency / tokens per s", report.render(report.latency_table(df), fmt)]
+             "latency (timing pass: median over rounds, interquartile range; ≈: IQR over 25% of the median, too wide to tell "
+             "the row from one 1.25x away; 1 pass: no timing pass, accuracy-pass p50)", report.render(report.latency_table(df), fmt)]
     if target is not None:
         eq = report.equal_accuracy(df, target, baseline)
-        parts += ["", f"equal accuracy: fewest mean NFE reaching {100 * target:.0f}%" + (f" (ratio vs {baseline})" if baseline else ""),
+        parts += ["", f"equal accuracy: fewest mean NFE, fewest ms per request and fewest ms per sample reaching {100 * target:.0f}%"
+                  + (f" (ratios vs {baseline})" if baseline else ""),
                   report.render(eq.set_index(["task", "method"]).round(3), fmt)]
     parts += ["", report.footer(df, list(paths))] + [f"WARNING: {m}" for m in mixed]
     text = "\n".join(parts)

@@ -68,7 +68,7 @@ def accuracy_plots(df: pd.DataFrame, out: str | Path, sources: list[str], x: str
             axes[1].plot([p[0] for p in front], [100 * p[1] for p in front], "-", color=color, alpha=0.8)
         axes[0].set(xscale="log", xlabel="denoising steps (stars: threshold decoding at its mean NFE)", ylabel="accuracy (%)",
                     title=f"{task}: accuracy vs steps (95% CI)")
-        axes[1].set(xscale="log", xlabel="mean NFE" if x == "nfe" else "latency ms/sample (p50)", ylabel="accuracy (%)",
+        axes[1].set(xscale="log", xlabel="mean NFE" if x == "nfe" else ("ms per request (timing-pass median)" if summ["timed"].all() else "ms per sample (accuracy pass, one pass)"), ylabel="accuracy (%)",
                     title=f"{task}: accuracy vs {'NFE' if x == 'nfe' else 'latency'} (lines: Pareto fronts)")
         for ax in axes:
             ax.grid(alpha=0.3)

@@ -3,9 +3,12 @@
 - ``comparison_table``: methods x (task, setting), accuracy with a 95% bootstrap CI over problems and
   seeds; best per column in bold; ``paired_vs`` marks differences significant under a paired bootstrap
   over the same problems (or an exact McNemar test when scores are 0/1);
-- ``latency_table``: mean NFE, p50 latency and tokens/s per method and setting;
-- ``equal_accuracy``: per method, the fewest mean NFE (and ms) among its decoding settings that reach a
-  target accuracy, and the ratio to a baseline method: the test of "fewer steps at equal accuracy";
+- ``latency_table``: per method and setting, mean NFE and the timing pass's figures (``timing.py``): ms
+  per request (batch 1) with its interquartile range, ms per sample at the timing batch, ms per NFE; a
+  flag where the dispersion is too wide to separate the row from one 1.25x away. Rows without a timing
+  pass (written before it existed, or with it off) show the accuracy pass's single-pass p50, marked;
+- ``equal_accuracy``: per method, the fewest mean NFE, and separately the fewest ms per request and per
+  sample, among its decoding settings that reach a target accuracy, with ratios to a baseline method;
 - ``check_provenance``: rows from different code versions or datasets must not be mixed silently.
 """
 
@@ -36,8 +39,13 @@ def load_rows(paths: Iterable[str | Path], stage: str | None = "after", metric: 
         for f in files:
             if not f.exists():
                 raise UserError(f"no results at {f}")
+            timing = {}  # a sweep's timing pass: joined by (cell, config hash); the latest record wins
+            if (f.parent / "timing.jsonl").exists() and f.name == "rows.jsonl":
+                timing = {(t["cell"], t["config_hash"]): t["timing"] for t in read_rows(f.parent / "timing.jsonl")}
             for r in read_rows(f):
                 r["_source"] = str(f)
+                if (r.get("cell"), r.get("config_hash")) in timing:
+                    r["timing"] = timing[(r["cell"], r["config_hash"])]
                 recs.append(r)
     if not recs:
         raise UserError("no result rows found")
@@ -56,6 +64,9 @@ def load_rows(paths: Iterable[str | Path], stage: str | None = "after", metric: 
         for r in recs:
             r["scores"] = r["metric_scores"][metric]
     df = pd.DataFrame(recs)
+    if "timing" not in df:
+        df["timing"] = [{} for _ in range(len(df))]
+    df["timing"] = [t if isinstance(t, dict) else {} for t in df["timing"]]
     key = ["run_id", "stage", "method", "task", "split", "gen_length", "block_length", "steps", "decoding", "seed"]
     if "run_id" in df and df["run_id"].astype(bool).any():
         dup = df.duplicated(subset=[k for k in key if k in df], keep="first") & df["run_id"].astype(bool)
@@ -152,9 +163,26 @@ def summarize(df: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
         mat, ids = score_matrix(g)
         mean, lo, hi = bootstrap_ci(mat, n_boot=n_boot)
         out.append({"method": m, "task": t, "setting": s, "mean": mean, "lo": lo, "hi": hi, "seeds": len(g),
-                    "problems": len(ids), "nfe": g["nfe_mean"].mean(), "ms": g["latency_ms_p50"].mean(),
-                    "tok_s": g["tokens_per_s"].mean(), "steps": int(g["steps"].iloc[0]), "decoding": g["decoding"].iloc[0]})
+                    "problems": len(ids), "nfe": g["nfe_mean"].mean(), "tok_s": g["tokens_per_s"].mean(),
+                    "steps": int(g["steps"].iloc[0]), "decoding": g["decoding"].iloc[0], "gen_length": int(g["gen_length"].iloc[0]),
+                    **timing_summary(g)})
     return pd.DataFrame(out)
+
+
+def timing_summary(g: pd.DataFrame) -> dict:
+    """Latency of one (method, task, setting) group: medians over its rows (seeds) of the timing pass's median,
+    quartiles and per-sample figure; ``timed`` False when a row lacks a timing pass (then ``ms`` is the
+    accuracy pass's single-pass p50 and there is no dispersion)."""
+    ts = list(g["timing"]) if "timing" in g else []
+    if ts and all(t.get("request_ms") for t in ts):
+        med = lambda f, k: float(np.median([t[f][k] for t in ts]))  # noqa: E731
+        return {"timed": True, "ms": med("request_ms", "median"), "ms_q25": med("request_ms", "q25"),
+                "ms_q75": med("request_ms", "q75"), "rel_iqr": max(t["request_ms"]["rel_iqr"] for t in ts),
+                "ms_sample": med("sample_ms", "median"), "sample_rel_iqr": max(t["sample_ms"]["rel_iqr"] for t in ts),
+                "timing_batch": int(ts[0]["batch_size"]), "reps": int(ts[0]["reps"]),
+                "ms_per_nfe": float(np.median([t["ms_per_nfe"] or np.nan for t in ts]))}
+    return {"timed": False, "ms": g["latency_ms_p50"].mean(), "ms_q25": np.nan, "ms_q75": np.nan, "rel_iqr": np.nan,
+            "ms_sample": np.nan, "sample_rel_iqr": np.nan, "timing_batch": np.nan, "reps": 0, "ms_per_nfe": np.nan}
 
 
 def _fmt_cell(mean, lo, hi, bold, mark, fmt) -> str:
@@ -197,30 +225,58 @@ def comparison_table(df: pd.DataFrame, paired_vs: str | None = None, alpha: floa
 
 
 def latency_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One line per (task, setting, method): NFE, ms per request with IQR, ms per sample at the timing batch,
+    ms per NFE, rounds; ``flag`` "≈" where a figure's IQR exceeds ``timing.WIDE`` of its median, "1 pass"
+    where there was no timing pass."""
+    from .timing import WIDE
+
     summ = summarize(df, n_boot=200)
-    summ["cell"] = summ.apply(lambda r: f"{r['nfe']:.1f} / {r['ms']:.2f} ms / {r['tok_s']:.0f}", axis=1)
-    summ["col"] = summ["task"] + " " + summ["setting"]
-    t = summ.pivot_table(index="method", columns="col", values="cell", aggfunc="first")
-    order = sorted(t.columns, key=lambda c: (c.split(" ")[0], setting_order(c.split(" ", 1)[1])))
-    return t[order]
+    lines = []
+    order = sorted(range(len(summ)), key=lambda i: (summ["task"].iloc[i], setting_order(summ["setting"].iloc[i]), summ["method"].iloc[i]))
+    for _, r in summ.iloc[order].iterrows():
+        if r["timed"]:
+            wide = max(r["rel_iqr"], r["sample_rel_iqr"]) > WIDE
+            lines.append({"task": r["task"], "setting": r["setting"], "method": r["method"], "NFE": f"{r['nfe']:.2f}",
+                          "ms/request": f"{r['ms']:.2f}", "IQR": f"{r['ms_q25']:.2f}-{r['ms_q75']:.2f}",
+                          "ms/sample @batch": f"{r['ms_sample']:.3f} @{int(r['timing_batch'])}",
+                          "ms/NFE": f"{r['ms_per_nfe']:.2f}", "rounds": int(r["reps"]), "flag": "≈" if wide else ""})
+        else:
+            lines.append({"task": r["task"], "setting": r["setting"], "method": r["method"], "NFE": f"{r['nfe']:.2f}",
+                          "ms/request": f"{r['ms']:.2f}", "IQR": "", "ms/sample @batch": "", "ms/NFE": "", "rounds": 0,
+                          "flag": "1 pass"})
+    return pd.DataFrame(lines).set_index(["task", "setting", "method"])
 
 
 def equal_accuracy(df: pd.DataFrame, target: float, baseline: str | None = None) -> pd.DataFrame:
-    """For each (task, method): the decoding setting with the fewest mean NFE whose mean accuracy reaches
-    ``target`` (a fraction), its ms per sample, and the NFE ratio to ``baseline``'s setting."""
+    """For each (task, method), among its decoding settings whose mean accuracy reaches ``target`` (a
+    fraction): the fewest mean NFE (and that setting), the fewest ms per request and the fewest ms per sample
+    at the timing batch (each with its setting), and each one's ratio to ``baseline``'s."""
     summ = summarize(df, n_boot=200)
     rows = []
     for (t, m), g in summ.groupby(["task", "method"]):
         ok = g[g["mean"] >= target]
+        row = {"task": t, "method": m}
         if len(ok):
             b = ok.sort_values(["nfe", "ms"]).iloc[0]
-            rows.append({"task": t, "method": m, "setting": b["setting"], "accuracy": b["mean"], "nfe": b["nfe"], "ms": b["ms"]})
+            row.update(setting=b["setting"], accuracy=b["mean"], nfe=b["nfe"])
+            q = ok.sort_values(["ms", "nfe"]).iloc[0]
+            row.update(ms_setting=q["setting"], ms=q["ms"])
+            ps = ok.dropna(subset=["ms_sample"])
+            if len(ps):
+                p = ps.sort_values(["ms_sample", "nfe"]).iloc[0]
+                row.update(sample_setting=p["setting"], ms_sample=p["ms_sample"])
+            else:
+                row.update(sample_setting="", ms_sample=np.nan)
         else:
-            rows.append({"task": t, "method": m, "setting": "not reached", "accuracy": g["mean"].max(), "nfe": np.nan, "ms": np.nan})
+            row.update(setting="not reached", accuracy=g["mean"].max(), nfe=np.nan, ms_setting="", ms=np.nan,
+                       sample_setting="", ms_sample=np.nan)
+        rows.append(row)
     out = pd.DataFrame(rows)
     if baseline is not None and len(out):
-        base = out[out.method == baseline].set_index("task")["nfe"]
-        out["nfe_ratio"] = out.apply(lambda r: r["nfe"] / base.get(r["task"], np.nan), axis=1)
+        base = out[out.method == baseline].set_index("task")
+        for col in ("nfe", "ms", "ms_sample"):
+            out[f"{col}_ratio"] = out.apply(lambda r: r[col] / base[col].get(r["task"], np.nan) if r["task"] in base.index else np.nan,
+                                            axis=1)
     return out
 
 

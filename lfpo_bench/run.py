@@ -16,6 +16,7 @@ from .provenance import config_hash, git_sha
 from .registry import METHODS
 from .results import append_rows, read_rows
 from .runner import check_positive, make_task, resolve_device
+from .timing import TimingConfig, attach
 from .trackers import make_trackers
 from .trainer import TrainConfig, Trainer, TrainResult
 from .types import ResultRow, UserError
@@ -51,6 +52,7 @@ class RunArgs:
     resume: bool = False
     show_progress: bool = True
     report_to: str = "none"  # experiment trackers: none | tensorboard | wandb (comma-separated)
+    timing: TimingConfig = field(default_factory=TimingConfig)  # the timing pass (reps=0: none; sweeps time at the end)
 
 
 @dataclass
@@ -104,6 +106,7 @@ def preflight(a: RunArgs, r: ResolvedRun):
 
     check_positive(**{"--limit": a.eval_limit, "--batch-size": a.batch_size})
     check_report_to(a.report_to)
+    a.timing.check()
     check_output_dir(a.out_dir)
     task = r.task
     train_task = make_task(task.train_task, _folder_only(a.data)) if task.train_task else task
@@ -169,6 +172,10 @@ def run(a: RunArgs) -> RunResult:
             row.stage, row.run_id, row.checkpoint = stage, r.run_id, ckpt
             row.config = {**row.config, "stage": stage}
             row.config_hash = config_hash(row.config)
+        if a.timing.reps and dist.world_size == 1:  # latency from its own pass, not from the accuracy pass above
+            problems = task.load(a.split or task.eval_split)[: a.eval_limit]
+            attach(rows, lm, task, decodings, problems, a.timing, batch_size=a.batch_size, seed=a.seed,
+                   show_progress=a.show_progress, group=f"{r.run_id}/{stage}")
         return rows
 
     def write(rows: list[ResultRow]) -> None:

@@ -15,6 +15,7 @@ import torch
 from .evaluate import decoding_grid, evaluate
 from .registry import TASKS
 from .results import append_rows
+from .timing import TimingConfig, attach
 from .types import ResultRow, UserError
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class EvalArgs:
     device: str = "auto"
     data: str | None = None
     show_progress: bool = True
+    timing: TimingConfig | None = None  # the timing pass (None: defaults; reps=0: none)
 
 
 def default_out(kind: str) -> Path:
@@ -78,6 +80,7 @@ def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path, bool]:
     from .results import check_output_file
 
     check_positive(**{"--n-samples": a.n_samples, "--batch-size": a.batch_size, "--limit": a.limit})
+    (a.timing or TimingConfig()).check()
     task = make_task(a.task, a.data)
     decodings = decoding_grid(
         task, gen_length=a.gen_length, steps=a.steps or None, block_length=a.block_length,
@@ -103,6 +106,11 @@ def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path, bool]:
         model_name=model_spec if model_spec != "tiny" else lm.name, show_progress=a.show_progress,
         samples_out=samples, n_samples=a.n_samples, dist=dist,
     )
+    tcfg = a.timing or TimingConfig()
+    if tcfg.reps and dist.world_size == 1:  # latency from its own pass (a multi-process run is not timed)
+        problems = task.load(a.split or task.eval_split)[: a.limit]
+        attach(rows, lm, task, decodings, problems, tcfg, batch_size=a.batch_size, seed=a.seed,
+               show_progress=a.show_progress, group=out.stem)
     if dist.is_main:
         append_rows(out, [r.to_dict() for r in rows])
     return rows, out, dist.is_main

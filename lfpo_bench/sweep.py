@@ -17,6 +17,7 @@ A sweep file (YAML) names everything by registry key; every list expands:
       thresholds: [0.9]
       temperature: 0.0
       limit: null
+    timing: {reps: 9, prompts: 8, batch_size: 32}   # the timing pass (``timing.py``); reps: 0 turns it off
 
 A cell is (method, method config, task, model, train config, seed); its identity is the hash of that
 resolved config plus the eval settings. Per cell: train (unless the method does not train), then
@@ -26,6 +27,13 @@ written. On start, rows of cells that are not done (a kill between the two appen
 torn last line is repaired, so ``kill -9`` then the same command again finishes the sweep with no lost,
 duplicated or corrupt rows. Training cells resume from their last checkpoint. A failing cell is
 recorded with its error and the sweep goes on; ``--retry-failed`` reruns failed cells.
+
+Latency is not taken per cell: once every cell is done, one timing pass (``timing.py``) loads each cell's
+model and times all (cell, setting) items in one interleaved schedule, so cells are compared under the
+same machine conditions; records go to ``<out>/timing.jsonl`` (joined to rows by cell and config hash).
+``timing.interleave: cell`` times each cell on its own instead (``auto`` does so when the models together
+would not fit in 4 GiB, or 30% of the GPU). A new cell re-times the whole schedule; an interrupted timing
+pass restarts on the next run.
 """
 
 from __future__ import annotations
@@ -43,10 +51,11 @@ from typing import Any
 from .config import load_file
 from .provenance import config_hash
 from .results import append_rows, read_rows, repair
+from .timing import TimingConfig
 from .types import UserError
 
 log = logging.getLogger(__name__)
-TOP_KEYS = {"name", "methods", "tasks", "models", "seeds", "train", "method", "eval", "data"}
+TOP_KEYS = {"name", "methods", "tasks", "models", "seeds", "train", "method", "eval", "data", "timing"}
 EVAL_KEYS = {"gen_length", "block_length", "steps", "steps_ratio", "thresholds", "temperature", "remasking", "limit",
              "batch_size", "use_cache", "cfg_scale", "stop_at_eos", "split"}
 PRESETS = Path(__file__).parent / "presets"
@@ -106,6 +115,7 @@ def expand(spec: dict, where: str = "sweep") -> list[Cell]:
     for m in per_method:
         if m not in _list(spec["methods"]):
             raise UserError(f"{where}: 'method' has settings for {m!r}, which is not in methods")
+    timing_config(spec, where)
     train_grid = _grid(spec.get("train") or {})
     for t in train_grid:
         build(TrainConfig, {**t, "seed": 0}, "train.")  # validates keys and types
@@ -159,6 +169,15 @@ def reconcile(out: Path, done: set[str]) -> int:
     return len(rows) - len(keep)
 
 
+def timing_config(spec: dict, where: str = "sweep") -> TimingConfig:
+    from .config import build
+
+    t = spec.get("timing") or {}
+    if not isinstance(t, dict):
+        raise UserError(f"{where}: 'timing' must be a mapping such as {{reps: 9, prompts: 8}}, got {t!r}")
+    return build(TimingConfig, t, "timing.").check()
+
+
 def run_cell(cell: Cell, out: Path, device: str, show_progress: bool, report_to: str = "none") -> list[dict]:
     from .run import RunArgs, run
 
@@ -174,6 +193,7 @@ def run_cell(cell: Cell, out: Path, device: str, show_progress: bool, report_to:
         temperature=float(ev.get("temperature", 0.0)), remasking=str(ev.get("remasking", "low_confidence")),
         split=ev.get("split"), use_cache=bool(ev.get("use_cache", False)),
         steps_ratio=float(ev["steps_ratio"]) if ev.get("steps_ratio") is not None else None, report_to=report_to,
+        timing=TimingConfig(reps=0),  # timed together with every other cell once the sweep is done
     ))
     rows = []
     for r in res.after:
@@ -232,4 +252,88 @@ def sweep(spec_path: str, out: str | None = None, device: str = "auto", retry_fa
                 state.failed[cell.id] = err
             ran += 1
             bar.advance(1, cell=cell.label())
+    if only is None or ran < only:
+        time_cells(out_dir, cells, state, timing_config(spec, spec_path), device, show_progress)
     return out_dir, cells, state
+
+
+def _budget_bytes(device: str) -> int:
+    if device.startswith("cuda"):
+        import torch
+
+        return int(0.3 * torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    return 4 << 30
+
+
+def time_cells(out: Path, cells: list[Cell], state: SweepState, tcfg: TimingConfig, device: str, show_progress: bool) -> int:
+    """The sweep's timing pass (see the module docstring); returns the number of rows timed now."""
+    from .evaluate import Decoding
+    from .models.loader import load_model
+    from .runner import make_task
+    from .timing import Item, measure
+
+    if tcfg.reps == 0:
+        return 0
+    by_id = {c.id: c for c in cells}
+    rows = [r for r in read_rows(out / "rows.jsonl") if r.get("cell") in state.done and r.get("cell") in by_id]
+    path = out / "timing.jsonl"
+    repair(path)
+    have = {(t["cell"], t["config_hash"]) for t in read_rows(path)}
+    cell_ids = list(dict.fromkeys(r["cell"] for r in rows))
+    models: dict[tuple, object] = {}
+    tasks: dict[tuple, object] = {}
+
+    def items_of(cid: str) -> list[Item]:
+        cell = by_id[cid]
+        tkey = (cell.task, cell.data)
+        if tkey not in tasks:
+            tasks[tkey] = make_task(cell.task, cell.data)
+        task = tasks[tkey]
+        out_items = []
+        for r in (r for r in rows if r["cell"] == cid):
+            spec = spec_of(r)
+            if (spec, tkey) not in models:
+                try:
+                    models[(spec, tkey)] = load_model(spec, task=task, device=device, quiet=True)
+                except (OSError, UserError) as e:
+                    raise UserError(f"timing pass: cannot load the model of cell {cell.label()} ({spec}): {e}; restore "
+                                    "its run folder, or set timing: {reps: 0} in the sweep file") from None
+            problems = task.load(r["split"])[: r["config"].get("limit")]
+            out_items.append(Item((cid, r["config_hash"]), models[(spec, tkey)], task, Decoding(**r["config"]["decoding"]),
+                                  problems, int(r["seed"])))
+        return out_items
+
+    def spec_of(r: dict) -> str:
+        ckpt = out / "runs" / r["cell"] / "checkpoint"
+        return str(ckpt) if ckpt.exists() else r["checkpoint"]
+
+    def batch_of(cid: str) -> int:
+        return int(by_id[cid].eval_cfg.get("batch_size", 128))
+
+    def write(items: list[Item], recs: list[dict]) -> None:
+        append_rows(path, [{"cell": it.key[0], "config_hash": it.key[1], "timing": rec} for it, rec in zip(items, recs)])
+
+    mode = tcfg.interleave
+    todo = [c for c in cell_ids if any((c, r["config_hash"]) not in have for r in rows if r["cell"] == c)]
+    if not todo:
+        return 0
+    if mode in ("auto", "sweep"):
+        first = items_of(cell_ids[0])
+        size = sum(p.numel() * p.element_size() for p in first[0].lm.module.parameters()) if first else 0
+        n_models = len({spec_of(r) for r in rows})
+        if mode == "auto":
+            mode = "sweep" if size * n_models <= _budget_bytes(device) else "cell"
+            if mode == "cell":
+                log.info("timing: %d models of %.1f GiB do not fit together; timing each cell on its own", n_models, size / 2**30)
+    if mode == "sweep":  # everything in one schedule, including cells timed before: they stay comparable
+        items = [it for c in cell_ids for it in items_of(c)]
+        batch = max(batch_of(c) for c in cell_ids)
+        write(items, measure(items, tcfg, batch_size=batch, show_progress=show_progress, group="sweep"))
+        return len(items)
+    n = 0
+    for c in todo:
+        items = items_of(c)
+        write(items, measure(items, tcfg, batch_size=batch_of(c), show_progress=show_progress, group=f"cell {c}"))
+        models.clear()
+        n += len(items)
+    return n

@@ -152,6 +152,7 @@ class ResultRow:
     metric_scores: dict[str, list[float]] = field(default_factory=dict)  # per-problem values of each extra metric
     problem_ids: list[str] = field(default_factory=list)
     nfe: list[float] = field(default_factory=list)
+    timing: dict[str, Any] = field(default_factory=dict)  # the timing pass (``timing.py``); empty when not timed
     # provenance
     run_id: str = ""
     cell: str = ""

@@ -4,7 +4,6 @@ loss that is REINFORCE itself converges to g*."""
 
 import itertools
 
-import pytest
 import torch
 
 from lfpo_bench.gradcheck import GradcheckConfig, cosine, flat_grad, method_gradients, reinforce_gradient, sample_trajectories

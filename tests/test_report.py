@@ -91,7 +91,9 @@ def test_equal_accuracy_view_finds_the_cheapest_setting_reaching_the_target(rows
 
 def test_latency_table_has_nfe_and_ms(rows_file):
     lt = report.latency_table(report.load_rows([rows_file]))
-    assert "4.0 / 4.00 ms" in lt.loc["better"].to_string()
+    r = lt.loc[("t", "L16/b16/threshold=0.9", "better")]
+    assert (r["NFE"], r["ms/request"], r["flag"]) == ("4.00", "4.00", "1 pass")  # no timing pass: marked, no IQR
+    assert list(lt.index.get_level_values("setting")[:2]) == ["L16/b16/s2"] * 2  # settings in order, methods within
 
 
 def test_check_provenance_refuses_mixed_code_versions(tmp_path, rows_file):

@@ -14,6 +14,6 @@ done
 gc() { [ -f "$OUT/$4.json" ] || lfpo-bench gradcheck --task "$1" --model "$2" --prompts 4 --batches 128 --ref-samples "$3" --out "$OUT/$4.json"; }
 gc countdown3-mini tiny 4096 countdown3-mini-start
 gc countdown3-mini "$RUNS/mid-countdown3-mini/checkpoint" 4096 countdown3-mini-mid
-gc sudoku4 tiny 14336 sudoku4-start
-gc sudoku4 "$RUNS/mid-sudoku4/checkpoint" 14336 sudoku4-mid
+gc sudoku4 tiny 24576 sudoku4-start
+gc sudoku4 "$RUNS/mid-sudoku4/checkpoint" 24576 sudoku4-mid
 python -m lfpo_bench.gradcheck "$OUT"  # table.md and fidelity.png
