@@ -10,6 +10,8 @@ vocabulary, which does not change the cost). Measures:
    argmax agreement), and generation with the prefix KV cache vs full recomputation (token agreement);
 3. generation at L=256, block 32, steps 64/128/256, with and without the prefix KV cache, and threshold
    decoding (a random model is never confident, so its NFE is the worst case);
+5. a Dream-7B-shaped model (random bf16, the native Dream implementation): forward latency, left-padded vs
+   alone, and generation with Dream's own decoding rule (its step schedule, entropy confidence, top-p 0.95);
 4. one LoRA (r=128, alpha=64) update of LFPO and of diffu-GRPO at G=6, L=256 (rollout included):
    seconds and peak GPU memory. A random model solves nothing, so the rollouts are scored by a stand-in
    reward that varies within each group: every method then runs its full
@@ -236,6 +238,50 @@ def update_rows(lm):
                          f"loss {e.get('loss', float('nan')):.3g}), peak {peak_mem:.1f} GiB"))
 
 
+@section("dream")
+def dream_rows():
+    from lfpo_bench.models.base import DiffusionLM
+    from lfpo_bench.models.dream import DreamConfig, DreamLM
+    from lfpo_bench.models.dream.tiny import char_tokenizer
+    from lfpo_bench.models.hf import profile_for
+    from lfpo_bench.sampler import generate
+
+    tok = char_tokenizer()
+    shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 vocab_size=128) if SMOKE else {}  # else Dream-v0-7B's shape (Qwen2.5-7B)
+    cfg = DreamConfig(mask_token_id=tok.mask_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **shape)
+    torch.manual_seed(0)
+    with torch.device(DEV):
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            model = DreamLM(cfg).eval()
+        finally:
+            torch.set_default_dtype(torch.float32)
+    lm = DiffusionLM(model, tok, profile_for("dream", cfg, tok), name="dream-7b-random")
+    n = sum(p.numel() for p in model.parameters())
+    ROWS.append(("Dream model", f"Dream-v0-7B shape, random bf16, {n / 1e9:.2f} B params"))
+    g = torch.Generator(device="cpu").manual_seed(2)
+    with torch.no_grad():
+        for B in (1, 8):
+            x = torch.randint(0, 100, (B, 512), device=DEV)
+            ms = cuda_ms(lambda: lm(x, torch.ones_like(x)), reps=5)
+            ROWS.append((f"Dream forward B={B} x 512", f"{ms:.1f} ms"))
+        alone = torch.randint(0, 100, (1, 48), generator=g).to(DEV)
+        other = torch.randint(0, 100, (1, 64), generator=g).to(DEV)
+        batch = torch.cat([torch.cat([torch.full((1, 16), lm.profile.pad_id, device=DEV, dtype=alone.dtype), alone], 1), other])
+        am = torch.ones_like(batch)
+        am[0, :16] = 0
+        la = lm(alone, torch.ones_like(alone)).float()[:, 1:]
+        lb = lm(batch, am)[0:1, 17:].float()
+        ROWS.append(("Dream left-padded vs alone (bf16)", f"max |logit diff| {(la - lb).abs().max().item():.3g}, "
+                     f"argmax agreement {100 * (la.argmax(-1) == lb.argmax(-1)).float().mean().item():.1f}%"))
+        prompt = torch.randint(0, 100, (1, 64), device=DEV)
+        kw = dict(gen_length=256, steps=256, block_length=256, temperature=0.2, top_p=0.95, remasking="entropy", schedule="dream")
+        ms = cuda_ms(lambda: generate(lm, prompt, torch.ones_like(prompt), generator=torch.Generator(device=DEV).manual_seed(0), **kw),
+                     reps=1, warmup=1)
+        ROWS.append(("Dream generate L=256 steps=256 (its own rule)", f"{ms:.0f} ms (256 NFE)"))
+
+
 def main() -> None:
     assert SMOKE or torch.cuda.is_available(), "no CUDA device (set GPU_CHECK_SMOKE=1 to check the script on a CPU)"
     t_all = time.time()
@@ -251,6 +297,10 @@ def main() -> None:
     correctness_rows(lm)
     generation_rows(lm)
     update_rows(lm)
+    del lm
+    if not SMOKE:
+        torch.cuda.empty_cache()
+    dream_rows()
     ROWS.append(("total wall time", f"{time.time() - t_all:.0f} s"))
     print("\n" + emit(), flush=True)
 

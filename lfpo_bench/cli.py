@@ -126,8 +126,16 @@ def eval_cmd(
     steps: Optional[str] = typer.Option(None, help="comma-separated step counts, e.g. 2,4,8,16"),
     block_length: Optional[int] = typer.Option(None, help="semi-autoregressive block length"),
     threshold: Optional[str] = typer.Option(None, help="also decode with confidence threshold(s), e.g. 0.9"),
-    temperature: float = typer.Option(0.0, help="0 = greedy"),
-    remasking: str = typer.Option("low_confidence", help="low_confidence | random"),
+    temperature: Optional[float] = typer.Option(None, help="0 = greedy (default: the model family's rule; greedy for LLaDA and tiny)"),
+    remasking: Optional[str] = typer.Option(None, help="confidence rule: low_confidence | random | maskgit_plus | topk_margin | entropy "
+                                            "(default: the family's; Dream/DiffuCoder: entropy)"),
+    schedule: Optional[str] = typer.Option(None, help="tokens per step: even (LLaDA) | dream (default: the family's)"),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="nucleus filtering before x0 is drawn (default: the family's)"),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="top-k filtering before x0 is drawn"),
+    logits_eos_inf: Optional[bool] = typer.Option(None, "--logits-eos-inf/--no-logits-eos-inf",
+                                                  help="never draw EOS (LLaDA's HumanEval setting)"),
+    confidence_eos_eot_inf: Optional[bool] = typer.Option(None, "--confidence-eos-eot-inf/--no-confidence-eos-eot-inf",
+                                                          help="end tokens get confidence 0 (LLaDA's GSM8K-512/Math/MBPP setting)"),
     cfg: float = typer.Option(0.0, help="classifier-free guidance scale"),
     use_cache: bool = typer.Option(False, help="prefix KV cache, recomputed once per block (approximate)"),
     stop_at_eos: bool = typer.Option(False, help="stop once every sample has ended with EOS"),
@@ -148,7 +156,8 @@ def eval_cmd(
     args = EvalArgs(
         task=task, model=model, split=split, gen_length=gen_length, steps=_ints(steps, "--steps"),
         block_length=block_length, thresholds=_floats(threshold, "--threshold"), temperature=temperature,
-        remasking=remasking, cfg_scale=cfg, use_cache=use_cache, stop_at_eos=stop_at_eos, seed=seed,
+        remasking=remasking, schedule=schedule, top_p=top_p, top_k=top_k, logits_eos_inf=logits_eos_inf,
+        confidence_eos_eot_inf=confidence_eos_eot_inf, cfg_scale=cfg, use_cache=use_cache, stop_at_eos=stop_at_eos, seed=seed,
         batch_size=batch_size, limit=limit, n_samples=n_samples, out=out, device=device, data=data,
         timing=_timing(timing_reps, timing_prompts, timing_batch),
     )

@@ -34,14 +34,46 @@ class Decoding:
     cfg_scale: float = 0.0
     use_cache: bool = False
     stop_at_eos: bool = False
+    schedule: str = "even"  # "even" (LLaDA) | "dream" (Dream/DiffuCoder)
+    top_p: float | None = None
+    top_k: int | None = None
+    logits_eos_inf: bool = False
+    confidence_eos_eot_inf: bool = False
 
     @property
     def label(self) -> str:
         return "fixed" if self.threshold is None else f"threshold={self.threshold:g}"
 
     def kwargs(self) -> dict:
+        """The setting as recorded in rows: options added after the first release appear only when set, so
+        the config hashes of earlier rows stay valid."""
         d = asdict(self)
+        for k, default in LATER_DEFAULTS.items():
+            if d[k] == default:
+                del d[k]
         return d
+
+    def sampler_kwargs(self) -> dict:
+        return {k: v for k, v in asdict(self).items()}
+
+
+RULE_KEYS = ("temperature", "remasking", "schedule", "top_p", "top_k", "logits_eos_inf", "confidence_eos_eot_inf")
+BASE_RULE = {"temperature": 0.0, "remasking": "low_confidence", "schedule": "even", "top_p": None, "top_k": None,
+             "logits_eos_inf": False, "confidence_eos_eot_inf": False}
+
+
+def decoding_rule(profile=None, **given) -> dict:
+    """The decoding rule (temperature, remasking, schedule, filters, end-token options): what the user gave,
+    else the model family's own (``profile.recommended``: Dream and DiffuCoder decode with Dream's schedule,
+    entropy confidence and top-p sampling), else LLaDA's greedy low-confidence rule."""
+    bad = set(given) - set(RULE_KEYS)
+    if bad:
+        raise TypeError(f"not decoding-rule options: {sorted(bad)}")
+    rec = getattr(profile, "recommended", None) or {}
+    return {k: given[k] if given.get(k) is not None else rec.get(k, BASE_RULE[k]) for k in RULE_KEYS}
+
+
+LATER_DEFAULTS = {"schedule": "even", "top_p": None, "top_k": None, "logits_eos_inf": False, "confidence_eos_eot_inf": False}
 
 
 def decoding_grid(
@@ -56,11 +88,22 @@ def decoding_grid(
     cfg_scale: float = 0.0,
     use_cache: bool = False,
     stop_at_eos: bool = False,
+    schedule: str = "even",
+    top_p: float | None = None,
+    top_k: int | None = None,
+    logits_eos_inf: bool = False,
+    confidence_eos_eot_inf: bool = False,
 ) -> list[Decoding]:
     """Fixed-step settings for each of ``steps`` plus one threshold setting per ``thresholds``. Checks every
     setting's schedule up front, so a bad combination fails before any model work."""
-    from .sampler import REMASKING
+    from .sampler import REMASKING, SCHEDULES
 
+    if schedule not in SCHEDULES:
+        raise UserError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)} (even: LLaDA's split; dream: Dream's)")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise UserError(f"--top-p {top_p}: must be in (0, 1]")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"--top-k {top_k}: must be >= 1")
     if remasking not in REMASKING:
         hint = difflib.get_close_matches(remasking, REMASKING, n=1) or [r for r in REMASKING if r.startswith(remasking[:3])]
         raise UserError(f"--remasking {remasking!r} is not a remasking rule; choose one of {', '.join(REMASKING)}"
@@ -75,7 +118,9 @@ def decoding_grid(
     L = gen_length or task.gen_length
     blk = block_length or min(task.block_length, L)
     steps = steps or list(task.eval_steps or (task.steps,))
-    common = dict(temperature=temperature, remasking=remasking, cfg_scale=cfg_scale, use_cache=use_cache, stop_at_eos=stop_at_eos)
+    common = dict(temperature=temperature, remasking=remasking, cfg_scale=cfg_scale, use_cache=use_cache, stop_at_eos=stop_at_eos,
+                  schedule=schedule, top_p=top_p, top_k=top_k, logits_eos_inf=logits_eos_inf,
+                  confidence_eos_eot_inf=confidence_eos_eot_inf)
     out = []
     for s in steps:
         try:
@@ -117,11 +162,7 @@ def complete(lm, task, examples: list[Example], dec: Decoding, *, batch_size: in
         ids, mask = ids.to(lm.device), mask.to(lm.device)
         _sync(lm.device)
         t0 = time.perf_counter()
-        g = generate(
-            lm, ids, mask, gen_length=dec.gen_length, steps=dec.steps, block_length=dec.block_length,
-            temperature=dec.temperature, remasking=dec.remasking, threshold=dec.threshold, cfg_scale=dec.cfg_scale,
-            use_cache=dec.use_cache, stop_at_eos=dec.stop_at_eos, generator=generator, lockstep=lockstep,
-        )
+        g = generate(lm, ids, mask, **dec.sampler_kwargs(), generator=generator, lockstep=lockstep)
         _sync(lm.device)
         dt = time.perf_counter() - t0
         total += dt

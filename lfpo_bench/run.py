@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import build, load_file, parse_sets, split_overrides
-from .evaluate import decoding_grid, evaluate
+from .evaluate import decoding_grid, decoding_rule, evaluate
 from .provenance import config_hash, git_sha
 from .registry import METHODS
 from .results import append_rows, read_rows
@@ -41,8 +41,9 @@ class RunArgs:
     thresholds: list[float] = field(default_factory=list)
     gen_lengths: list[int] = field(default_factory=list)  # evaluation gen lengths (default: the task's)
     block_lengths: list[int] = field(default_factory=list)  # evaluation block lengths (default: the task's)
-    temperature: float = 0.0  # evaluation temperature
-    remasking: str = "low_confidence"  # evaluation remasking
+    temperature: float | None = None  # evaluation temperature (None: the model family's own rule)
+    remasking: str | None = None  # evaluation remasking (None: the family's)
+    rule: dict = field(default_factory=dict)  # further decoding-rule options (schedule, top_p, top_k, *_eos_*_inf)
     use_cache: bool = False
     steps_ratio: float | None = None  # evaluation steps = ratio x gen length (overrides eval_steps), e.g. 0.5
     split: str | None = None  # evaluation split (default: the task's test split)
@@ -159,10 +160,11 @@ def run(a: RunArgs) -> RunResult:
     with dist.main_first():  # a missing cached tiny model is pretrained once, not by every rank at once
         lm = load_model(r.model, task=task, device=device, quiet=not a.show_progress, load_in_4bit=r.train.load_in_4bit)
     model_name = lm.name if r.model == "tiny" else r.model
+    rule = decoding_rule(lm.profile, temperature=a.temperature, remasking=a.remasking, **a.rule)
     decodings = [d for L in (a.gen_lengths or [None]) for blk in (a.block_lengths or [None])
                  for d in decoding_grid(task, gen_length=L, block_length=blk, thresholds=a.thresholds,
                                         steps=[max(1, int((L or task.gen_length) * a.steps_ratio))] if a.steps_ratio else (a.eval_steps or None),
-                                        temperature=a.temperature, remasking=a.remasking, use_cache=a.use_cache)]
+                                        use_cache=a.use_cache, **rule)]
     extra = {"run": r.config}
 
     def rows_for(stage: str, ckpt: str) -> list[ResultRow]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .evaluate import decoding_grid, evaluate
+from .evaluate import RULE_KEYS, decoding_grid, decoding_rule, evaluate
 from .registry import TASKS
 from .results import append_rows
 from .timing import TimingConfig, attach
@@ -43,8 +43,13 @@ class EvalArgs:
     steps: list[int] = field(default_factory=list)
     block_length: int | None = None
     thresholds: list[float] = field(default_factory=list)
-    temperature: float = 0.0
-    remasking: str = "low_confidence"
+    temperature: float | None = None  # None: the model family's own rule (evaluate.decoding_rule)
+    remasking: str | None = None
+    schedule: str | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    logits_eos_inf: bool | None = None
+    confidence_eos_eot_inf: bool | None = None
     cfg_scale: float = 0.0
     use_cache: bool = False
     stop_at_eos: bool = False
@@ -82,11 +87,14 @@ def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path, bool]:
     check_positive(**{"--n-samples": a.n_samples, "--batch-size": a.batch_size, "--limit": a.limit})
     (a.timing or TimingConfig()).check()
     task = make_task(a.task, a.data)
-    decodings = decoding_grid(
-        task, gen_length=a.gen_length, steps=a.steps or None, block_length=a.block_length,
-        thresholds=a.thresholds, temperature=a.temperature, remasking=a.remasking, cfg_scale=a.cfg_scale,
-        use_cache=a.use_cache, stop_at_eos=a.stop_at_eos,
-    )
+    given = {k: getattr(a, k) for k in RULE_KEYS}
+
+    def grid(profile=None):
+        return decoding_grid(task, gen_length=a.gen_length, steps=a.steps or None, block_length=a.block_length,
+                             thresholds=a.thresholds, cfg_scale=a.cfg_scale, use_cache=a.use_cache, stop_at_eos=a.stop_at_eos,
+                             **decoding_rule(profile, **given))
+
+    decodings = grid()  # checked now, before any model work
     device = resolve_device(a.device)
     model_spec = a.model or task.default_model
     out = check_output_file(a.out or default_out("eval"))
@@ -94,6 +102,7 @@ def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path, bool]:
     dist = world()
     with dist.main_first():  # a missing cached tiny model is pretrained once
         lm = load_model(model_spec, task=task, device=device, quiet=not a.show_progress)
+    decodings = grid(lm.profile)  # the family's own rule where the user gave none
     samples = None
     if dist.world_size > 1:  # every rank must name the same file; rank 0's choice wins
         out = Path(dist.gather_objects(str(out))[0])

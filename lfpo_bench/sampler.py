@@ -13,6 +13,22 @@ Semantics follow LLaDA's reference ``generate`` (see docs/sampler.md):
   is >= tau, and at least one per step, so the number of steps adapts;
 - CFG: the unconditional pass masks the prompt; logits = u + (s + 1) * (c - u).
 
+Other families' published decoding, as options (``docs/sampler.md``):
+
+- ``schedule="dream"`` (Dream/DiffuCoder): with t = 1 - i (1 - eps) / n and s = t - (1 - eps) / n at step i of
+  a block's n steps, commit floor(m (1 - s / t)) of the row's m still-masked tokens, and all of them at the
+  last step (eps = 1e-3); Dream ranks over the whole canvas: use ``block_length = gen_length``;
+- ``remasking`` "maskgit_plus" (probability of x0), "topk_margin" (top-1 minus top-2 probability) and
+  "entropy" (negative entropy): Dream's confidences, computed on the tempered (``logits / temperature``) and
+  ``top_p``/``top_k``-filtered distribution that x0 is drawn from; "low_confidence" keeps LLaDA's
+  ``softmax(logits)[x0]``;
+- ``top_p`` / ``top_k``: nucleus / top-k filtering of the logits before x0 is drawn (any rule);
+- ``logits_eos_inf`` (LLaDA's HumanEval setting): EOS (the profile's first end id) can never be drawn;
+  ``confidence_eos_eot_inf`` (LLaDA's GSM8K-512/Math/MBPP setting): confidences come from a softmax with every
+  end id (EOS and EoT) removed, so a predicted end token has confidence 0 and is committed last. (LLaDA's code
+  does this at temperature 0; at temperature > 0 its chained assignment removes only EoT from the softmax.
+  Here both are removed at every temperature.)
+
 Differences from the reference that do not change the distribution of outputs:
 
 - the Gumbel draw uses the log form ``logits - tau * log(-log U)`` in float64, which has the same argmax as
@@ -31,7 +47,56 @@ import torch
 
 from .types import Generation
 
-REMASKING = ("low_confidence", "random")
+REMASKING = ("low_confidence", "random", "maskgit_plus", "topk_margin", "entropy")
+SCHEDULES = ("even", "dream")
+DREAM_EPS = 1e-3
+
+
+def dream_transfer(n_masked: torch.Tensor, i: int, steps: int, eps: float = DREAM_EPS) -> torch.Tensor:
+    """Dream's count for step ``i`` of ``steps``: floor(m (1 - s/t)) of the m still-masked tokens, all at the last."""
+    if i >= steps - 1:
+        return n_masked.long()
+    t = 1.0 - i * (1.0 - eps) / steps
+    s = 1.0 - (i + 1) * (1.0 - eps) / steps
+    return torch.floor(n_masked.double() * (1.0 - s / t)).long()
+
+
+def filter_logits(logits: torch.Tensor, top_p: float | None, top_k: int | None, temperature: float = 0.0) -> torch.Tensor:
+    """Logits outside the top-k, or outside the nucleus (tokens after the cumulative probability of the
+    tempered distribution has passed top_p), set to -inf; the most likely token always stays. As Dream's
+    ``top_k_logits``/``top_p_logits`` on ``logits / temperature``."""
+    if top_k is not None and 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p is not None and top_p < 1.0:
+        scaled = logits.float() / temperature if temperature > 0 else logits.float()
+        srt, idx = scaled.sort(-1, descending=True)
+        p = torch.softmax(srt, -1)
+        drop = (p.cumsum(-1) - p) > top_p  # the mass before this token already exceeds top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, idx, drop), -math.inf)
+    return logits
+
+
+def confidence(rule: str, logits: torch.Tensor, x0: torch.Tensor, temperature: float, generator, exclude=()) -> torch.Tensor:
+    """Per-position confidence of ``x0`` under ``rule`` (see the module docstring). ``exclude``: token ids
+    removed from the softmax first (``confidence_eos_eot_inf``)."""
+    if rule == "random":
+        return uniform(x0.shape, generator, x0.device)
+    lg = logits.float()
+    if exclude:
+        lg = lg.clone()
+        lg[..., list(exclude)] = -math.inf
+    if rule == "low_confidence":
+        return torch.gather(torch.softmax(lg, -1), -1, x0[..., None]).squeeze(-1)
+    p = torch.softmax(lg / temperature if temperature > 0 else lg, -1)
+    if rule == "maskgit_plus":
+        return torch.gather(p, -1, x0[..., None]).squeeze(-1)
+    if rule == "topk_margin":
+        top2 = p.topk(2, dim=-1).values
+        return top2[..., 0] - top2[..., 1]
+    if rule == "entropy":
+        return (p * torch.log(p + 1e-10)).sum(-1)
+    raise ValueError(f"unknown remasking {rule!r}; choose one of {REMASKING}")
 
 
 def num_transfer_tokens(n_masked: torch.Tensor, steps: int) -> torch.Tensor:
@@ -119,6 +184,11 @@ def generate(
     record_trajectory: bool = False,
     use_cache: bool = False,
     lockstep=None,
+    schedule: str = "even",
+    top_p: float | None = None,
+    top_k: int | None = None,
+    logits_eos_inf: bool = False,
+    confidence_eos_eot_inf: bool = False,
 ) -> Generation:
     """Generate ``gen_length`` tokens after each (left-padded) prompt. See the module docstring.
 
@@ -133,12 +203,16 @@ def generate(
     """
     if remasking not in REMASKING:
         raise ValueError(f"unknown remasking {remasking!r}; choose one of {REMASKING}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
     block_length = block_length or gen_length
     spb = check_schedule(gen_length, block_length, steps, threshold)
     device = prompt_ids.device
     B, P = prompt_ids.shape
     mask_id = model.mask_id
     eos_ids = tuple(getattr(getattr(model, "profile", None), "eos_ids", ()) or ())
+    if (logits_eos_inf or confidence_eos_eot_inf) and not eos_ids:
+        raise ValueError("logits_eos_inf / confidence_eos_eot_inf need the model's end-of-text ids (profile.eos_ids)")
     if attention_mask is None:
         attention_mask = torch.ones_like(prompt_ids)
     am = torch.cat([attention_mask, torch.ones(B, gen_length, dtype=attention_mask.dtype, device=device)], 1)
@@ -178,7 +252,7 @@ def generate(
     for b in range(n_blocks):
         s, e = P + b * block_length, P + (b + 1) * block_length
         blk_mask = x[:, s:e] == mask_id  # [B, bl]
-        schedule = num_transfer_tokens(blk_mask.sum(1), spb) if threshold is None else None
+        plan = num_transfer_tokens(blk_mask.sum(1), spb) if threshold is None and schedule == "even" else None
         cache_state: dict = {}
         i = 0
         while True:
@@ -191,15 +265,17 @@ def generate(
             logits = forward(i, s, e, cache_state)  # [B, bl, V]
             passes += 1
             nfe_row += active.long()
-            x0 = sample_tokens(logits, temperature, generator)  # [B, bl]
-            if remasking == "low_confidence":
-                p = torch.softmax(logits.float(), dim=-1)
-                conf = torch.gather(p, -1, x0[..., None]).squeeze(-1)
-            else:
-                conf = uniform(x0.shape, generator, device)
+            lg = logits
+            if logits_eos_inf:
+                lg = lg.clone()
+                lg[..., eos_ids[0]] = -math.inf
+            if top_p is not None or top_k is not None:
+                lg = filter_logits(lg, top_p, top_k, temperature)
+            x0 = sample_tokens(lg, temperature, generator)  # [B, bl]
+            conf = confidence(remasking, lg, x0, temperature, generator, eos_ids if confidence_eos_eot_inf else ())
             conf = torch.where(blk_mask, conf, torch.full_like(conf, -math.inf))
             if threshold is None:
-                k = schedule[:, i]  # [B]
+                k = plan[:, i] if plan is not None else dream_transfer(blk_mask.sum(1), i, spb)  # [B]
                 kmax = int(k.max())
                 transfer = torch.zeros_like(blk_mask)
                 if kmax > 0:

@@ -57,7 +57,8 @@ from .types import UserError
 log = logging.getLogger(__name__)
 TOP_KEYS = {"name", "methods", "tasks", "models", "seeds", "train", "method", "eval", "data", "timing"}
 EVAL_KEYS = {"gen_length", "block_length", "steps", "steps_ratio", "thresholds", "temperature", "remasking", "limit",
-             "batch_size", "use_cache", "cfg_scale", "stop_at_eos", "split"}
+             "batch_size", "use_cache", "cfg_scale", "stop_at_eos", "split", "schedule", "top_p", "top_k", "logits_eos_inf",
+             "confidence_eos_eot_inf"}
 PRESETS = Path(__file__).parent / "presets"
 
 
@@ -190,7 +191,9 @@ def run_cell(cell: Cell, out: Path, device: str, show_progress: bool, report_to:
         thresholds=[float(t) for t in _list(ev.get("thresholds") or [])], eval_limit=ev.get("limit"),
         batch_size=int(ev.get("batch_size", 128)), resume=True, show_progress=show_progress, eval_before=False,
         gen_lengths=[int(x) for x in _list(ev.get("gen_length") or [])], block_lengths=[int(x) for x in _list(ev.get("block_length") or [])],
-        temperature=float(ev.get("temperature", 0.0)), remasking=str(ev.get("remasking", "low_confidence")),
+        temperature=float(ev["temperature"]) if ev.get("temperature") is not None else None,
+        remasking=str(ev["remasking"]) if ev.get("remasking") is not None else None,
+        rule={k: ev[k] for k in ("schedule", "top_p", "top_k", "logits_eos_inf", "confidence_eos_eot_inf") if ev.get(k) is not None},
         split=ev.get("split"), use_cache=bool(ev.get("use_cache", False)),
         steps_ratio=float(ev["steps_ratio"]) if ev.get("steps_ratio") is not None else None, report_to=report_to,
         timing=TimingConfig(reps=0),  # timed together with every other cell once the sweep is done

@@ -89,9 +89,7 @@ def _call(item: Item, ids, mask) -> tuple[float, float]:
     g = torch.Generator(device=lm.device).manual_seed(item.seed)
     _sync(lm.device)
     t0 = time.perf_counter()
-    out = generate(lm, ids, mask, gen_length=dec.gen_length, steps=dec.steps, block_length=dec.block_length,
-                   temperature=dec.temperature, remasking=dec.remasking, threshold=dec.threshold, cfg_scale=dec.cfg_scale,
-                   use_cache=dec.use_cache, stop_at_eos=dec.stop_at_eos, generator=g)
+    out = generate(lm, ids, mask, **dec.sampler_kwargs(), generator=g)
     _sync(lm.device)
     return time.perf_counter() - t0, float(out.nfe_per_sample.float().mean())
 

@@ -77,8 +77,13 @@ def test_family_detection_and_profiles_from_configs():
     assert family_of("llada", "GSAI-ML/LLaDA-8B-Instruct") == "llada"
     assert family_of("Dream", "Dream-org/Dream-v0-Instruct-7B") == "dream"
     assert family_of("Dream", "apple/DiffuCoder-7B-cpGRPO") == "diffucoder"
+    # model_type decides, whatever the path says; the name only separates DiffuCoder from Dream
+    assert family_of("Dream", "/runs/llada-baseline/checkpoint") == "dream"
+    assert family_of("llada", "/models/dream-copy") == "llada"
+    with pytest.raises(UserError, match="model_type='gpt2'.*not a supported"):
+        family_of("gpt2", "my-llada-finetune")
     with pytest.raises(UserError, match="cannot tell"):
-        family_of("gpt2", "gpt2")
+        family_of(None, "gpt2")
     tok = types.SimpleNamespace(convert_tokens_to_ids=lambda t: {"<|eot_id|>": LLADA_EOT}.get(t, 0), unk_token_id=0)
     p = profile_for("llada", types.SimpleNamespace(mask_token_id=None, eos_token_id=None, max_sequence_length=4096), tok)
     assert (p.mask_id, p.eos_ids, p.pad_id, p.shift_logits) == (LLADA_MASK, (LLADA_EOS, LLADA_EOT), LLADA_EOS, False)
@@ -88,25 +93,6 @@ def test_family_detection_and_profiles_from_configs():
     assert (d.mask_id, d.eos_ids, d.shift_logits, d.pad_id) == (151666, (151643, 151645), True, 151643)
     with pytest.raises(UserError, match="mask_token_id"):
         profile_for("diffucoder", types.SimpleNamespace(), types.SimpleNamespace(mask_token_id=None))
-
-
-def test_dream_style_remote_code_checkpoint_gets_its_logits_realigned(tmp_path):
-    """A Dream-family checkpoint (remote code, logits shifted by one) through the real loading path."""
-    from lfpo_bench.models.llada.tiny import char_tokenizer
-    from lfpo_bench.models.loader import new_tiny, save_model
-
-    tiny = new_tiny(0, d_model=16, n_layers=1, n_heads=2)
-    save_model(tiny, tmp_path)
-    cfg = json.loads((tmp_path / "config.json").read_text())
-    cfg["model_type"] = "Dream"
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    char_tokenizer().save_pretrained(tmp_path)
-    lm = load_model(str(tmp_path))
-    assert lm.profile.name == "dream" and lm.profile.shift_logits
-    x = torch.tensor([[5, 6, 7, 8]])
-    native = lm.module(input_ids=x).logits
-    got = lm(x)
-    assert torch.equal(got[:, 1:], native[:, :-1]) and torch.equal(got[:, 0], native[:, 0])
 
 
 def test_hub_id_offline_says_how_to_get_the_model(monkeypatch, tmp_path):

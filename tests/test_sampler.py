@@ -1,6 +1,8 @@
 """Sampler invariants: schedule arithmetic, no remasking, block order, batch/padding invariance,
 seed reproducibility, trajectory record, threshold NFE, CFG accounting."""
 
+import math
+
 import pytest
 import torch
 from conftest import FakeLM
@@ -137,3 +139,82 @@ def test_gumbel_max_samples_the_softmax_distribution():
 def test_greedy_ignores_the_generator():
     logits = torch.randn(3, 5, 9)
     assert torch.equal(sample_tokens(logits, 0.0, None), logits.argmax(-1))
+
+
+# ---- other families' decoding rules -------------------------------------------------------------------
+class EosLover(FakeLM):
+    """FakeLM whose most likely token at completion positions ``eos_at`` is EOS (2), and EoT (3) at ``eot_at``."""
+
+    def __init__(self, eos_at=(), eot_at=(), **kw):
+        super().__init__(**kw)
+        from lfpo_bench.models.base import FamilyProfile
+
+        self.profile = FamilyProfile(name="fake", mask_id=1, eos_ids=(2, 3), pad_id=0)
+        self.eos_at, self.eot_at = eos_at, eot_at
+
+    def __call__(self, ids, am=None):
+        lg = super().__call__(ids, am)
+        for pos in self.eos_at:
+            lg[:, pos, 2] += 50.0
+        for pos in self.eot_at:
+            lg[:, pos, 3] += 50.0
+        return lg
+
+
+def test_logits_eos_inf_never_draws_eos_at_any_temperature():
+    P = 2
+    lm = EosLover(eos_at=(P + 1, P + 4))
+    for t in (0.0, 1.0):
+        base = generate(lm, torch.tensor([[5, 6]]), gen_length=6, steps=3, temperature=t, generator=torch.Generator().manual_seed(0))
+        assert (base.completion == 2).any()
+        g = generate(lm, torch.tensor([[5, 6]]), gen_length=6, steps=3, temperature=t, logits_eos_inf=True,
+                     generator=torch.Generator().manual_seed(0))
+        assert not (g.completion == 2).any()
+
+
+def test_confidence_eos_eot_inf_commits_predicted_end_tokens_last():
+    P = 2
+    lm = EosLover(eos_at=(P + 0,), eot_at=(P + 5,))
+    kw = dict(gen_length=6, steps=6, record_trajectory=True)
+    plain = generate(lm, torch.tensor([[5, 6]]), **kw)
+    assert set(plain.commit_step[0, [0, 5]].tolist()) == {0, 1}  # confident end tokens go first
+    g = generate(lm, torch.tensor([[5, 6]]), confidence_eos_eot_inf=True, **kw)
+    assert set(g.commit_step[0, [0, 5]].tolist()) == {4, 5}  # confidence 0: committed last
+    assert g.completion[0, 0] == 2 and g.completion[0, 5] == 3  # still the predicted tokens
+
+
+def test_confidence_rules_by_hand():
+    from lfpo_bench.sampler import confidence
+
+    lg = torch.log(torch.tensor([[[0.5, 0.3, 0.2]]]))
+    x0 = torch.tensor([[1]])
+    assert confidence("low_confidence", lg, x0, 0.0, None).item() == pytest.approx(0.3)
+    assert confidence("maskgit_plus", lg, x0, 0.0, None).item() == pytest.approx(0.3)
+    assert confidence("topk_margin", lg, x0, 0.0, None).item() == pytest.approx(0.2)
+    ent = 0.5 * math.log(0.5) + 0.3 * math.log(0.3) + 0.2 * math.log(0.2)
+    assert confidence("entropy", lg, x0, 0.0, None).item() == pytest.approx(ent, abs=1e-6)
+    # tempered: maskgit_plus at T=0.5 uses softmax(2 log p) = p^2 / sum p^2
+    assert confidence("maskgit_plus", lg, x0, 0.5, None).item() == pytest.approx(0.09 / 0.38)
+    assert confidence("low_confidence", lg, x0, 0.5, None).item() == pytest.approx(0.3)  # LLaDA: untempered
+    # end tokens removed from the softmax: the rest renormalised, an end token's confidence is 0
+    assert confidence("low_confidence", lg, x0, 0.0, None, exclude=(0,)).item() == pytest.approx(0.6)
+    assert confidence("low_confidence", lg, torch.tensor([[0]]), 0.0, None, exclude=(0,)).item() == 0.0
+
+
+def test_top_p_and_top_k_filters_by_hand():
+    from lfpo_bench.sampler import filter_logits
+
+    lg = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    keep = lambda out: torch.isfinite(out).tolist()  # noqa: E731
+    assert keep(filter_logits(lg, 0.6, None)) == [True, True, False, False]  # mass before token 3 is 0.8 > 0.6
+    assert keep(filter_logits(lg, 0.4, None)) == [True, False, False, False]
+    assert keep(filter_logits(lg, None, 3)) == [True, True, True, False]
+    # nucleus of the tempered distribution (T=0.5: p^2 normalised = .69, .25, .06, .01): top_p 0.6 keeps one
+    assert keep(filter_logits(lg, 0.6, None, temperature=0.5)) == [True, False, False, False]
+
+
+def test_top_k_one_samples_like_greedy(fake_lm):
+    greedy = generate(fake_lm, torch.tensor([[5, 6, 7]]), gen_length=8, steps=4)
+    sampled = generate(fake_lm, torch.tensor([[5, 6, 7]]), gen_length=8, steps=4, temperature=1.5, top_k=1,
+                       generator=torch.Generator().manual_seed(3))
+    assert torch.equal(greedy.completion, sampled.completion)
