@@ -148,3 +148,30 @@ def test_weights_that_do_not_match_are_an_error_unless_allowed(tmp_path, monkeyp
     if edit != "shape":
         monkeypatch.setenv("LFPO_BENCH_ALLOW_WEIGHT_MISMATCH", "1")
         assert load_model(str(path)).profile.name == "dream"
+
+
+def test_custom_tokenizer_class_with_only_vocab_and_merges_loads_without_its_code(tmp_path, monkeypatch):
+    """Dream's hub tokenizer: a custom class (tokenization_dream.py) over Qwen2's byte-level BPE files."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from lfpo_bench.models.hf import load_tokenizer
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(["hello world 123 def f(x): return x"] * 20,
+                           trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tk.model.save(str(tmp_path))
+    n = tk.get_vocab_size()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|mask|>"]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "DreamTokenizer", "auto_map": {"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]},
+        "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "mask_token": "<|mask|>",
+        "added_tokens_decoder": {str(n + i): {"content": t, "special": True, "lstrip": False, "rstrip": False, "normalized": False,
+                                              "single_word": False} for i, t in enumerate(specials)}}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "Dream", "auto_map": {"AutoConfig": "configuration_dream.DreamConfig"}}))
+    (tmp_path / "tokenization_dream.py").write_text("raise RuntimeError('remote code imported')\n")
+    monkeypatch.setattr(builtins, "input", lambda *a, **k: (_ for _ in ()).throw(AssertionError("prompted on stdin")))
+    tok = load_tokenizer(tmp_path)
+    assert tok.mask_token_id == n + 3 and tok.convert_tokens_to_ids("<|im_end|>") == n + 2
+    assert tok.decode(tok("hello world")["input_ids"]) == "hello world"
