@@ -10,7 +10,11 @@ Deviations from the reference code:
 
 1. the three passes run as one concatenated batch;
 2. the reference defaults (G=10, lr 1e-6, full fine-tune, code reward = 2 pass rate + 0.5 format) are
-   trainer/task settings here, not method fields, so that methods share one budget.
+   trainer/task settings here, not method fields, so that methods share one budget;
+3. the reference model is the starting policy throughout; the reference code syncs it to the current
+   policy every 64 steps;
+4. t is drawn per (iteration, micro-batch) and per sample; the reference draws one t per iteration for the
+   whole batch.
 """
 
 from __future__ import annotations

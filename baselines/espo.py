@@ -7,9 +7,12 @@ beta * 1/2 (ELBO_theta - ELBO_ref)^2 / L; RLOO advantages; mu = 8.
 
 Deviations from the reference code:
 
-1. stratification of k is over the micro-batch;
+1. stratification of k is over the micro-batch: each sample draws its own point in its own stratum and
+   k runs over 1..L; the reference samples systematically (one random offset shared by the batch) with k in
+   0..L;
 2. the complementary pass weights its tokens by 1 / (1 - t);
-3. beta defaults to 1e-3 (GSM8K) and 1e-2 on Sudoku tasks.
+3. beta defaults to 1e-3 (GSM8K) and 1e-2 on Sudoku tasks; the reference uses 3e-3 on Countdown and 1e-2 on
+   code, which are not task defaults here (``--set kl_beta=...``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,13 @@ Deviations from the reference code:
 
 1. the EUBO and ELBO share the same two masks;
 2. masks come from an explicit generator per (update, iteration, micro-batch);
-3. normalisation by sum |o_i| is per micro-batch.
+3. normalisation by sum |o_i| is per micro-batch;
+4. the ``p_other`` (0.15) masking also reaches the chosen block's own clean tokens (those its uniform count
+   left visible); the reference applies it to the earlier blocks and the prompt only;
+5. each of the ``n_masks`` masks draws its block independently; the reference permutes the blocks, so two
+   masks of one sample never share a block;
+6. the block length is a fixed ``block`` (32); the reference uses the rollout's block length. (On sudoku4,
+   L = 16, both give one block.)
 """
 
 from __future__ import annotations

@@ -13,7 +13,14 @@ is the harness's ground-truth policy gradient on small models.
 Deviations from the reference code:
 
 1. group accuracy is the mean reward of the group (identical for 0/1 rewards);
-2. rollout defaults are random remasking at temperature 1, where replay is exact.
+2. rollout defaults are random remasking at temperature 1, where replay is exact;
+3. the policy term and the KL are token means over the whole batch; the reference averages the policy term
+   per (sample, merged step) row and sums the KL within a row;
+4. one optimiser step per rollout batch (mu = 1): the ratio is then 1 and its clip and the KL (against the
+   old policy) are inert, so the gradient equals trajectory REINFORCE with z-scored advantages; the
+   reference takes several optimiser steps per rollout over minibatches of rows, where clip and KL act;
+5. end-of-text tokens are replayed as targets like any other; the reference excludes them, and it
+   penalises truncated responses, which the harness's task rewards do not.
 """
 
 from __future__ import annotations
