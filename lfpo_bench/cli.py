@@ -243,6 +243,24 @@ def sweep(
 
 
 @app.command()
+def tune(
+    config: str = typer.Option(..., "--config", help="tune YAML: a sweep file plus tune: and final: sections (see docs/sweeps.md)"),
+    out: Optional[str] = typer.Option(None, help="output folder (default: results/tune/<name>)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+) -> None:
+    """Equal tuning budget per method (selection on validation), then the chosen configs over seeds on test."""
+    from .tune import tune as work
+
+    out_dir, chosen, recs = work(config, out=out, device=device)
+    console.print((out_dir / "tuning.md").read_text(), markup=False, highlight=False)
+    for m, c in chosen.items():
+        cfg = {**{f"train.{k}": v for k, v in c["tuned_train"].items()}, **{f"method.{k}": v for k, v in c["method_cfg"].items()}}
+        console.print(f"{m}: trial {c['trial']} chosen ({', '.join(f'{k}={v}' for k, v in cfg.items()) or 'defaults'}), "
+                      f"validation {100 * c['val_accuracy']:.1f}%")
+    console.print(f"final rows in {out_dir / 'final' / 'rows.jsonl'}; tables: lfpo-bench table {out_dir / 'final'} --paired-vs none")
+
+
+@app.command()
 def gradcheck(
     task: str = typer.Option("sudoku4", help="task whose train split supplies the fixed prompt set"),
     methods: str = typer.Option(",".join(("lfpo", "diffu_grpo", "wd1", "spg", "coupled_grpo", "espo", "trace_rl")),

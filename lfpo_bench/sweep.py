@@ -10,6 +10,8 @@ A sweep file (YAML) names everything by registry key; every list expands:
     train: {updates: 60, lr: [1e-4, 3e-4]}   # TrainConfig fields (lists expand)
     method:                                  # per-method config fields (lists expand)
       lfpo: {beta: [0.5, 1.0], k: 4}
+    train_by_method:                         # per-method TrainConfig fields, over `train` (lists expand)
+      wd1: {lr: 1e-5}
     eval:                                    # decoding settings evaluated in every cell
       gen_length: 16                         # one value or a list
       block_length: 16
@@ -55,7 +57,7 @@ from .timing import TimingConfig
 from .types import UserError
 
 log = logging.getLogger(__name__)
-TOP_KEYS = {"name", "methods", "tasks", "models", "seeds", "train", "method", "eval", "data", "timing"}
+TOP_KEYS = {"name", "methods", "tasks", "models", "seeds", "train", "method", "eval", "data", "timing", "train_by_method"}
 EVAL_KEYS = {"gen_length", "block_length", "steps", "steps_ratio", "thresholds", "temperature", "remasking", "limit",
              "batch_size", "use_cache", "cfg_scale", "stop_at_eos", "split", "schedule", "top_p", "top_k", "logits_eos_inf",
              "confidence_eos_eot_inf"}
@@ -113,13 +115,23 @@ def expand(spec: dict, where: str = "sweep") -> list[Cell]:
     if bad:
         raise UserError(f"{where}: unknown eval key(s) {sorted(bad)}; allowed: {sorted(EVAL_KEYS)}")
     per_method = spec.get("method") or {}
-    for m in per_method:
-        if m not in _list(spec["methods"]):
-            raise UserError(f"{where}: 'method' has settings for {m!r}, which is not in methods")
+    by_method = spec.get("train_by_method") or {}
+    for section, d in (("method", per_method), ("train_by_method", by_method)):
+        if not isinstance(d, dict):
+            raise UserError(f"{where}: '{section}' must map method names to settings, got {d!r}")
+        for m in d:
+            if m not in _list(spec["methods"]):
+                raise UserError(f"{where}: '{section}' has settings for {m!r}, which is not in methods")
     timing_config(spec, where)
-    train_grid = _grid(spec.get("train") or {})
-    for t in train_grid:
-        build(TrainConfig, {**t, "seed": 0}, "train.")  # validates keys and types
+
+    def train_grid_of(method: str) -> list[dict]:
+        grid = _grid({**(spec.get("train") or {}), **(by_method.get(method) or {})})
+        for t in grid:
+            build(TrainConfig, {**t, "seed": 0}, "train.")  # validates keys and types
+        return grid
+
+    for m in _list(spec["methods"]):
+        train_grid_of(m)
     cells = []
     for method, task, model, seed in itertools.product(_list(spec["methods"]), _list(spec["tasks"]),
                                                       _list(spec.get("models") or [None]), _list(spec.get("seeds") or [0])):
@@ -127,7 +139,7 @@ def expand(spec: dict, where: str = "sweep") -> list[Cell]:
         TASKS.get(task)
         for mcfg in _grid(per_method.get(method) or {}):
             build(cls.Config, mcfg, f"method.{method}.")
-            for tcfg in train_grid:
+            for tcfg in train_grid_of(method):
                 cells.append(Cell(method, task, model, int(seed), mcfg, tcfg, dict(ev), spec.get("data")))
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):

@@ -60,6 +60,9 @@ class TrainConfig:
     rollout_gen_length: int | None = None  # generated length of rollouts (None: task default)
     rollout_block_length: int | None = None  # block length of rollouts (None: task default)
     rollout_batch: int = 256  # rows per generate call
+    rollout_decoding: str = "method"  # "method": each method's own rollout temperature/remasking; "shared": the two below
+    rollout_temperature: float = 0.9  # rollout temperature of every method under rollout_decoding=shared
+    rollout_remasking: str = "low_confidence"  # rollout remasking of every method under rollout_decoding=shared
     val_every: int = 20  # validate every N updates (0: only at start and end)
     val_limit: int | None = 200  # validation problems (None: all)
     val_steps: int | None = None  # greedy validation steps (None: rollout steps)
@@ -77,6 +80,12 @@ class TrainConfig:
             raise ValueError(f"train.select must be 'best_val' or 'last', got {self.select!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"train.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.rollout_decoding not in ("method", "shared"):
+            raise ValueError(f"train.rollout_decoding must be 'method' or 'shared', got {self.rollout_decoding!r}")
+        from .sampler import REMASKING
+
+        if self.rollout_remasking not in REMASKING:
+            raise ValueError(f"train.rollout_remasking must be one of {', '.join(REMASKING)}, got {self.rollout_remasking!r}")
         if self.group_size < 2:
             raise ValueError("train.group_size must be >= 2: advantages are relative to the group")
         at_least = {"updates": 0, "prompts_per_update": 1, "micro_batch": 1, "rollout_batch": 1, "warmup": 0, "val_every": 0,
@@ -91,6 +100,13 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.lora_dropout < 1 or not 0 <= self.weight_decay or not 0 < self.adam_beta2 < 1:
             raise ValueError("train.lora_dropout must be in [0, 1), weight_decay >= 0 and adam_beta2 in (0, 1)")
+
+
+def rollout_rule(cfg: TrainConfig, method) -> tuple[float, str]:
+    """(temperature, remasking) of the rollouts: the shared rule, or the method's own preference."""
+    if cfg.rollout_decoding == "shared":
+        return cfg.rollout_temperature, cfg.rollout_remasking
+    return method.temperature, method.remasking
 
 
 def _seed(*parts: int) -> int:
@@ -158,6 +174,7 @@ def rollout(lm, task, examples, method, cfg: TrainConfig, bank: PolicyBank, upda
     ids, am = lm.encode_prompts([task.prompt(e, style) for e in examples], L)
     ids, am = ids.repeat_interleave(G, 0).to(lm.device), am.repeat_interleave(G, 0).to(lm.device)
     per_call = max(G, cfg.rollout_batch // G * G)
+    temp, remasking = rollout_rule(cfg, method)
     outs = []
     t0 = time.perf_counter()
     was_training = lm.module.training
@@ -167,7 +184,7 @@ def rollout(lm, task, examples, method, cfg: TrainConfig, bank: PolicyBank, upda
             gens = [torch.Generator(device=lm.device).manual_seed(_seed(cfg.seed, update, 104729, p))
                     for p in prompt_ids_global[s // G : (s + per_call) // G]]
             outs.append(generate(lm, ids[s : s + per_call], am[s : s + per_call], gen_length=L, steps=steps, block_length=blk,
-                                 temperature=method.temperature, remasking=method.remasking, generator=gens,
+                                 temperature=temp, remasking=remasking, generator=gens,
                                  record_trajectory=True, lockstep=lockstep))
     lm.train(was_training)
     completion = torch.cat([o.completion for o in outs])

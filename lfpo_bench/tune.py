@@ -1,0 +1,215 @@
+"""``lfpo-bench tune``: the same tuning budget for every method, selection on the validation split only,
+then each method's chosen configuration over several seeds on the test split.
+
+A tune file (YAML) is a sweep file (``sweep.py``) plus two sections:
+
+    name: fair-sudoku4
+    methods: [lfpo, diffu_grpo, wd1, spg]
+    tasks: [sudoku4]
+    train: {updates: 20, rollout_decoding: shared}    # shared by every trial and every final run
+    tune:
+      trials: 4                   # every method gets exactly this many trials (one seed each)
+      seed: 0
+      grid:                       # per method, or `default` for the others: train.* and method.* knobs
+        default: {train.lr: [1e-5, 3e-5, 1e-4, 3e-4]}
+        wd1: {train.lr: [1e-5, 1e-4], method.mu: [4, 12]}
+    final:
+      seeds: [0, 1, 2]
+      eval: {steps: [1, 2, 4, 8, 16], thresholds: [0.9]}
+      timing: {reps: 9}
+
+Phase 1 (``<out>/tune/trial<i>/``, one sweep per trial index): every trial trains and is evaluated on the
+task's validation split at the rollout steps (``tune.steps`` to change); its score is that accuracy,
+averaged over tasks. A method's grid must have exactly
+``trials`` points (the budget is a number of trials, not a grid shape); the best trial is chosen (ties:
+the earlier trial in grid order). Methods that do not train (``none``) get one trial. Phase 2
+(``<out>/final/``, one sweep, so one interleaved timing pass): each method's chosen configuration over
+``final.seeds`` on the test split with ``final.eval``. ``<out>/tuning.md`` and ``tuning.jsonl`` hold every
+trial with its configuration and validation score and mark the chosen ones; the final rows name their
+configuration (``method_cfg``, ``train_cfg``). Both phases resume like sweeps: run the same command again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import yaml
+
+from .config import load_file
+from .results import read_rows
+from .sweep import TOP_KEYS, expand, sweep
+from .types import UserError
+
+TUNE_KEYS = TOP_KEYS | {"tune", "final"}
+
+
+def _knobs(grid: dict, method: str, where: str) -> tuple[dict, dict]:
+    """Split a method's grid into (train values, method values), each {field: [values]}."""
+    train, meth = {}, {}
+    for k, v in (grid or {}).items():
+        section, _, name = k.partition(".")
+        if section not in ("train", "method") or not name:
+            raise UserError(f"{where}: tune.grid.{method}: key {k!r} must be train.<field> or method.<field>")
+        (train if section == "train" else meth)[name] = v if isinstance(v, list) else [v]
+    return train, meth
+
+
+def trial_points(grid: dict, method: str, where: str) -> list[tuple[dict, dict]]:
+    """The (train, method) settings of each trial, in grid order."""
+    train, meth = _knobs(grid, method, where)
+    keys = [("train", k) for k in sorted(train)] + [("method", k) for k in sorted(meth)]
+    values = [train[k] if s == "train" else meth[k] for s, k in keys]
+    points = []
+    for combo in itertools.product(*values):
+        t = {k: v for (s, k), v in zip(keys, combo) if s == "train"}
+        m = {k: v for (s, k), v in zip(keys, combo) if s == "method"}
+        points.append((t, m))
+    return points
+
+
+def plan(spec: dict, where: str) -> dict[str, list[tuple[dict, dict]]]:
+    """Per method, its trials; checks that every training method has the same number."""
+    from .registry import METHODS
+
+    unknown = set(spec) - TUNE_KEYS
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(TUNE_KEYS)}")
+    tune = spec.get("tune") or {}
+    bad = set(tune) - {"trials", "seed", "grid", "steps", "limit"}
+    if bad:
+        raise UserError(f"{where}: unknown tune key(s) {sorted(bad)}; allowed: trials, seed, grid, steps, limit")
+    if not isinstance(tune.get("trials"), int) or tune["trials"] < 1:
+        raise UserError(f"{where}: tune.trials must be a positive integer (the same budget for every method)")
+    grid = tune.get("grid") or {}
+    for m in grid:
+        if m != "default" and m not in spec.get("methods", []):
+            raise UserError(f"{where}: tune.grid has a grid for {m!r}, which is not in methods")
+    out = {}
+    for m in spec.get("methods") or []:
+        if not getattr(METHODS.get(m), "trains", True):
+            out[m] = [({}, {})]
+            continue
+        points = trial_points(grid.get(m, grid.get("default") or {}), m, where)
+        if len(points) != tune["trials"]:
+            raise UserError(f"{where}: method {m!r} has {len(points)} trial(s) in its grid but tune.trials is "
+                            f"{tune['trials']}: every method gets the same number of trials; give it a grid of exactly that size")
+        out[m] = points
+    return out
+
+
+def _base(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k in TOP_KEYS and k not in ("seeds", "eval", "timing", "method", "train_by_method")}
+
+
+def tune_spec(spec: dict, trials: dict, where: str) -> list[dict]:
+    """Phase 1 as one sweep per trial index (a sweep expands lists, so trial i of every method is one sweep:
+    methods x tasks x models, one seed); evaluated on each task's validation split."""
+    from .runner import make_task
+
+    tasks = [make_task(t) for t in spec["tasks"]]
+    vals = {t.val_split for t in tasks}
+    if len(vals) != 1:
+        raise UserError(f"{where}: the tasks name their validation splits differently ({sorted(vals)}); tune one task "
+                        "family per file")
+    train = spec.get("train") or {}
+    steps = (spec.get("tune") or {}).get("steps") or [train.get("rollout_steps") or getattr(tasks[0], "train_defaults", {}).get(
+        "rollout_steps") or tasks[0].steps]
+    tune = spec.get("tune") or {}
+    seed = int(tune.get("seed", 0))
+    specs = []
+    n = max(len(p) for p in trials.values())
+    for i in range(n):
+        methods = [m for m, p in trials.items() if i < len(p)]
+        s = {**_base(spec), "name": f"{spec.get('name', 'tune')}-trial{i}", "methods": methods, "seeds": [seed],
+             "eval": {"split": next(iter(vals)), "steps": list(steps) if isinstance(steps, list) else [steps],
+                      **({"limit": tune["limit"]} if tune.get("limit") else {})},
+             "timing": {"reps": 0},
+             "method": {m: trials[m][i][1] for m in methods if trials[m][i][1]},
+             "train_by_method": {m: trials[m][i][0] for m in methods if trials[m][i][0]}}
+        specs.append({k: v for k, v in s.items() if v or k in ("eval", "timing")})
+    return specs
+
+
+def scores(out: Path) -> list[dict]:
+    """Every finished trial: method, trial index, configuration, validation accuracy (mean over tasks/models)."""
+    recs = []
+    for f in sorted((out / "tune").glob("trial*/rows.jsonl"), key=lambda p: int(p.parent.name[5:])):
+        i = int(f.parent.name[5:])
+        by = {}
+        for r in read_rows(f):
+            key = (r["method"], json.dumps(r.get("method_cfg") or {}, sort_keys=True), json.dumps(r.get("train_cfg") or {}, sort_keys=True))
+            by.setdefault(key, []).append(r["accuracy"])
+        for (m, mc, tc), accs in by.items():
+            recs.append({"method": m, "trial": i, "method_cfg": json.loads(mc), "train_cfg": json.loads(tc),
+                         "val_accuracy": sum(accs) / len(accs)})
+    return recs
+
+
+def choose(recs: list[dict], trials: dict, shared_train: dict) -> dict[str, dict]:
+    """The best trial of each method (ties: earlier trial); only methods whose trials are all done."""
+    chosen = {}
+    for m, points in trials.items():
+        mine = sorted((r for r in recs if r["method"] == m), key=lambda r: r["trial"])
+        if len(mine) < len(points):
+            continue
+        best = max(mine, key=lambda r: (r["val_accuracy"], -r["trial"]))
+        tuned_train = {k: v for k, v in best["train_cfg"].items() if k in points[best["trial"]][0]}
+        chosen[m] = {**best, "tuned_train": tuned_train}
+    return chosen
+
+
+def tuning_table(recs: list[dict], chosen: dict) -> str:
+    lines = ["| method | trial | configuration | validation accuracy | chosen |", "|---|---|---|---|---|"]
+    for r in sorted(recs, key=lambda r: (r["method"], r["trial"])):
+        cfg = {**{f"train.{k}": v for k, v in r["train_cfg"].items()}, **{f"method.{k}": v for k, v in r["method_cfg"].items()}}
+        text = ", ".join(f"{k}={v}" for k, v in sorted(cfg.items())) or "(defaults)"
+        mark = "yes" if chosen.get(r["method"], {}).get("trial") == r["trial"] else ""
+        lines.append(f"| {r['method']} | {r['trial']} | {text} | {100 * r['val_accuracy']:.1f} | {mark} |")
+    return "\n".join(lines)
+
+
+def final_spec(spec: dict, chosen: dict) -> dict:
+    final = spec.get("final") or {}
+    bad = set(final) - {"seeds", "eval", "timing"}
+    if bad:
+        raise UserError(f"tune file: unknown final key(s) {sorted(bad)}; allowed: seeds, eval, timing")
+    s = {**_base(spec), "name": f"{spec.get('name', 'tune')}-final", "methods": list(chosen),
+         "seeds": final.get("seeds") or [0, 1, 2], "eval": final.get("eval") or {},
+         "method": {m: c["method_cfg"] for m, c in chosen.items() if c["method_cfg"]},
+         "train_by_method": {m: c["tuned_train"] for m, c in chosen.items() if c["tuned_train"]}}
+    if final.get("timing") is not None:
+        s["timing"] = final["timing"]
+    return {k: v for k, v in s.items() if v or k == "eval"}
+
+
+def tune(path: str, out: str | None = None, device: str = "auto", show_progress: bool = True) -> tuple[Path, dict, list[dict]]:
+    """Run both phases (resumably); returns (out folder, chosen per method, trial records)."""
+    spec = load_file(path)
+    where = str(path)
+    trials = plan(spec, where)
+    out_dir = Path(out or Path("results") / "tune" / str(spec.get("name") or Path(path).stem))
+    specs = tune_spec(spec, trials, where)
+    for s in specs:
+        expand(s, where)  # every trial and its settings are checked before any of them runs
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "tune.yaml").write_text(Path(path).read_text())
+    for i, s in enumerate(specs):
+        f = out_dir / "tune" / f"trial{i}.yaml"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(yaml.safe_dump(s, sort_keys=True))
+        sweep(str(f), out=str(out_dir / "tune" / f"trial{i}"), device=device, show_progress=show_progress)
+    recs = scores(out_dir)
+    chosen = choose(recs, trials, spec.get("train") or {})
+    (out_dir / "tuning.jsonl").write_text("".join(json.dumps({**r, "chosen": chosen.get(r["method"], {}).get("trial") == r["trial"]},
+                                                             sort_keys=True) + "\n" for r in recs))
+    (out_dir / "tuning.md").write_text(tuning_table(recs, chosen) + "\n")
+    missing = [m for m in trials if m not in chosen]
+    if missing:
+        raise UserError(f"tuning did not finish for {', '.join(missing)} (a failed trial?); see {out_dir / 'tune'} and rerun")
+    fs = final_spec(spec, chosen)
+    f = out_dir / "final.yaml"
+    f.write_text(yaml.safe_dump(fs, sort_keys=True))
+    sweep(str(f), out=str(out_dir / "final"), device=device, show_progress=show_progress)
+    return out_dir, chosen, recs

@@ -1,0 +1,83 @@
+"""lfpo-bench tune: equal trial counts, selection on validation only, the chosen configs in the final sweep,
+resumable; and the shared rollout decoding."""
+
+import json
+
+import pytest
+import yaml
+
+from lfpo_bench.results import read_rows
+from lfpo_bench.tune import choose, plan
+from lfpo_bench.types import UserError
+
+SPEC = {"name": "t", "methods": ["none", "lfpo", "diffu_grpo"], "tasks": ["sudoku4"], "models": ["tiny-random"],
+        "train": {"updates": 1, "prompts_per_update": 2, "group_size": 2, "val_limit": 4, "val_every": 0},
+        "tune": {"trials": 2, "seed": 0, "limit": 6, "grid": {"default": {"train.lr": [1e-4, 3e-4]},
+                                                              "diffu_grpo": {"method.mu": [1, 2]}}},
+        "final": {"seeds": [0, 1], "eval": {"steps": [1, 2], "limit": 6}, "timing": {"reps": 0}}}
+
+
+def test_every_training_method_gets_the_same_number_of_trials():
+    trials = plan(SPEC, "t")
+    assert {m: len(p) for m, p in trials.items()} == {"none": 1, "lfpo": 2, "diffu_grpo": 2}
+    assert trials["diffu_grpo"] == [({}, {"mu": 1}), ({}, {"mu": 2})]
+    assert trials["lfpo"] == [({"lr": 1e-4}, {}), ({"lr": 3e-4}, {})]
+    uneven = {**SPEC, "tune": {**SPEC["tune"], "grid": {"default": {"train.lr": [1e-4, 3e-4]},
+                                                         "diffu_grpo": {"method.mu": [1, 2, 4]}}}}
+    with pytest.raises(UserError, match="'diffu_grpo' has 3 trial.*tune.trials is 2"):
+        plan(uneven, "t")
+
+
+@pytest.mark.parametrize("tune, msg", [({"trials": 0}, "positive integer"), ({"trials": 2, "budget": 1}, "unknown tune key"),
+                                       ({"trials": 1, "grid": {"default": {"lr": [1e-4]}}}, "train.<field> or method.<field>"),
+                                       ({"trials": 1, "grid": {"wd1": {"train.lr": [1e-4]}}}, "not in methods")])
+def test_bad_tune_sections_are_named(tune, msg):
+    with pytest.raises(UserError, match=msg):
+        plan({**SPEC, "tune": tune}, "t")
+
+
+def test_choice_is_the_best_validation_score_ties_to_the_earlier_trial():
+    trials = {"a": [({"lr": 1}, {}), ({"lr": 2}, {}), ({"lr": 3}, {})], "b": [({}, {"mu": 1}), ({}, {"mu": 2})]}
+    recs = [{"method": "a", "trial": i, "train_cfg": {"lr": i + 1, "updates": 5}, "method_cfg": {}, "val_accuracy": v}
+            for i, v in enumerate([0.5, 0.7, 0.7])]
+    recs.append({"method": "b", "trial": 0, "train_cfg": {}, "method_cfg": {"mu": 1}, "val_accuracy": 0.9})
+    chosen = choose(recs, trials, {"updates": 5})
+    assert chosen["a"]["trial"] == 1 and chosen["a"]["tuned_train"] == {"lr": 2}  # shared settings are not "tuned"
+    assert "b" not in chosen  # one of its two trials is missing: no choice yet
+
+
+def test_tune_runs_both_phases_and_resumes(tmp_path, monkeypatch):
+    from lfpo_bench.tune import tune
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(SPEC))
+    out, chosen, recs = tune(str(tmp_path / "t.yaml"), out=str(tmp_path / "out"), show_progress=False)
+    assert sorted((r["method"], r["trial"]) for r in recs) == [("diffu_grpo", 0), ("diffu_grpo", 1), ("lfpo", 0), ("lfpo", 1),
+                                                                ("none", 0)]
+    val_rows = [r for f in (out / "tune").glob("trial*/rows.jsonl") for r in read_rows(f)]
+    assert {r["split"] for r in val_rows} == {"validation"}  # tuning never touches the test split
+    table = (out / "tuning.md").read_text()
+    assert table.count("| yes |") == 3
+    final = read_rows(out / "final" / "rows.jsonl")
+    assert {r["split"] for r in final} == {"test"}
+    assert sorted({(r["method"], r["seed"]) for r in final}) == [(m, s) for m in ("diffu_grpo", "lfpo", "none") for s in (0, 1)]
+    for r in final:
+        c = chosen[r["method"]]
+        assert r["method_cfg"] == c["method_cfg"]
+        assert all(r["train_cfg"][k] == v for k, v in c["tuned_train"].items())
+    cells = [len(read_rows(f)) for f in sorted(out.rglob("cells.jsonl"))]
+    tune(str(tmp_path / "t.yaml"), out=str(tmp_path / "out"), show_progress=False)
+    assert [len(read_rows(f)) for f in sorted(out.rglob("cells.jsonl"))] == cells, "a finished tune reran cells"
+    assert json.loads((out / "tuning.jsonl").read_text().splitlines()[0])["method"]
+
+
+def test_shared_rollout_decoding_overrides_each_methods_preference(monkeypatch):
+    from lfpo_bench.registry import METHODS
+    from lfpo_bench.trainer import TrainConfig, rollout_rule
+
+    lfpo = METHODS.get("lfpo")(METHODS.get("lfpo").Config())
+    assert rollout_rule(TrainConfig(), lfpo) == (lfpo.cfg.temperature, lfpo.cfg.remasking)
+    shared = TrainConfig(rollout_decoding="shared", rollout_temperature=0.7, rollout_remasking="low_confidence")
+    assert rollout_rule(shared, lfpo) == (0.7, "low_confidence")
+    with pytest.raises(ValueError, match="rollout_decoding"):
+        TrainConfig(rollout_decoding="mine")
