@@ -321,6 +321,7 @@ def table(
     paired_vs: Optional[str] = typer.Option(None, help="mark differences significant against this method (†)"),
     target: Optional[float] = typer.Option(None, help="equal-accuracy view: accuracy to reach, e.g. 0.6"),
     baseline: Optional[str] = typer.Option(None, help="equal-accuracy view: method the NFE ratio is taken against"),
+    deltas_vs: Optional[str] = typer.Option(None, help="ablation view: each method label's difference to this one, e.g. lfpo"),
     check: bool = typer.Option(False, help="fail if rows mix code versions or datasets"),
     allow_mixed: bool = typer.Option(False, help="with --check: report mixed rows anyway"),
     out: Optional[str] = typer.Option(None, help="also write the tables to this file"),
@@ -344,6 +345,9 @@ def table(
              report.render(report.comparison_table(df, paired_vs=paired_vs, fmt=fmt), fmt), "",
              "latency (timing pass: median over rounds, interquartile range; ≈: IQR over 25% of the median, too wide to tell "
              "the row from one 1.25x away; 1 pass: no timing pass, accuracy-pass p50)", report.render(report.latency_table(df), fmt)]
+    if deltas_vs is not None:
+        parts += ["", f"difference to {deltas_vs} in points, [95% paired-bootstrap CI over problems, seeds averaged]; "
+                  "† p < 0.05 (paired test)", report.render(report.delta_table(df, deltas_vs), fmt)]
     if target is not None:
         eq = report.equal_accuracy(df, target, baseline)
         parts += ["", f"equal accuracy: fewest mean NFE, fewest ms per request and fewest ms per sample reaching {100 * target:.0f}%"

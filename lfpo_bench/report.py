@@ -9,6 +9,8 @@
   pass (written before it existed, or with it off) show the accuracy pass's single-pass p50, marked;
 - ``equal_accuracy``: per method, the fewest mean NFE, and separately the fewest ms per request and per
   sample, among its decoding settings that reach a target accuracy, with ratios to a baseline method;
+- ``delta_table``: every variant against a base method label (ablations): accuracy difference with a paired
+  bootstrap CI over the same problems and a paired test;
 - ``check_provenance``: rows from different code versions or datasets must not be mixed silently.
 """
 
@@ -222,6 +224,43 @@ def comparison_table(df: pd.DataFrame, paired_vs: str | None = None, alpha: floa
                     mark = "†"
             table.setdefault(r["method"], {})[col] = _fmt_cell(r["mean"], r["lo"], r["hi"], r["mean"] == best, mark, fmt)
     return pd.DataFrame(table).T.sort_index()[cols]
+
+
+def delta_table(df: pd.DataFrame, base: str, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """Each method label (e.g. an ablation variant ``lfpo[k=2]``) against ``base`` (e.g. ``lfpo``), per (task,
+    setting): the accuracy difference in points with a 95% paired-bootstrap CI over the shared problems (each
+    problem's score averaged over seeds first), and a dagger where the paired test gives p < ``alpha``."""
+    df = df.copy()
+    df["method_label"] = df.apply(method_label, axis=1)
+    if base not in set(df["method_label"]):
+        import difflib
+
+        hint = difflib.get_close_matches(base, sorted(set(df["method_label"])), n=1)
+        raise UserError(f"--deltas-vs {base!r}: no rows of that method" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                        + f" (have: {', '.join(sorted(set(df['method_label'])))})")
+    rng = np.random.default_rng(seed)
+    table: dict[str, dict[str, str]] = {}
+    cols = []
+    for (t, s_), g in sorted(df.groupby(["task", "setting"]), key=lambda kv: (kv[0][0], setting_order(kv[0][1]))):
+        col = f"{t} {s_}"
+        b = g[g.method_label == base]
+        if b.empty:
+            continue
+        cols.append(col)
+        bmat, bids = score_matrix(b)
+        for label, gm in g.groupby("method_label"):
+            if label == base:
+                continue
+            mat, ids = score_matrix(gm)
+            common = sorted(set(ids) & set(bids))
+            a = mat[:, [ids.index(i) for i in common]].mean(0)
+            c = bmat[:, [bids.index(i) for i in common]].mean(0)
+            d = a - c
+            boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(1)
+            lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+            mark = "†" if paired_p(a, c) < alpha else ""
+            table.setdefault(label, {})[col] = f"{100 * d.mean():+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{mark}"
+    return pd.DataFrame(table).T.sort_index()[cols] if table else pd.DataFrame()
 
 
 def latency_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -9,7 +9,8 @@ A sweep file (YAML) names everything by registry key; every list expands:
     seeds: [0, 1, 2]
     train: {updates: 60, lr: [1e-4, 3e-4]}   # TrainConfig fields (lists expand)
     method:                                  # per-method config fields (lists expand)
-      lfpo: {beta: [0.5, 1.0], k: 4}
+      lfpo: {beta: [0.5, 1.0], k: 4}         # or a list of variants (one-at-a-time ablations):
+      # lfpo: [{}, {ema: 0.0}, {k: 2}, {weighting: uniform}]
     train_by_method:                         # per-method TrainConfig fields, over `train` (lists expand)
       wd1: {lr: 1e-5}
     eval:                                    # decoding settings evaluated in every cell
@@ -98,6 +99,18 @@ class Cell:
         return f"{self.method}{'[' + extra + ']' if extra else ''}/{self.task}/s{self.seed}"
 
 
+def method_variants(section, method: str, where: str) -> list[dict]:
+    """A method's configs: the grid of a mapping, or the concatenated grids of a list of mappings (variants)."""
+    if section is None or section == {}:
+        return [{}]
+    if isinstance(section, dict):
+        return _grid(section)
+    if isinstance(section, list) and all(isinstance(v, dict) for v in section):
+        out = [g for v in section for g in _grid(v)]
+        return out
+    raise UserError(f"{where}: method.{method} must be a mapping of fields to values or a list of such mappings, got {section!r}")
+
+
 def expand(spec: dict, where: str = "sweep") -> list[Cell]:
     """Cells of a sweep spec, validated: unknown keys, methods, tasks and config fields are errors."""
     from .config import build
@@ -137,7 +150,7 @@ def expand(spec: dict, where: str = "sweep") -> list[Cell]:
                                                       _list(spec.get("models") or [None]), _list(spec.get("seeds") or [0])):
         cls = METHODS.get(method)
         TASKS.get(task)
-        for mcfg in _grid(per_method.get(method) or {}):
+        for mcfg in method_variants(per_method.get(method), method, where):
             build(cls.Config, mcfg, f"method.{method}.")
             for tcfg in train_grid_of(method):
                 cells.append(Cell(method, task, model, int(seed), mcfg, tcfg, dict(ev), spec.get("data")))

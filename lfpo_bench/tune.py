@@ -186,6 +186,10 @@ def final_spec(spec: dict, chosen: dict) -> dict:
 
 def tune(path: str, out: str | None = None, device: str = "auto", show_progress: bool = True) -> tuple[Path, dict, list[dict]]:
     """Run both phases (resumably); returns (out folder, chosen per method, trial records)."""
+    from .sweep import PRESETS
+
+    if not Path(path).exists() and (PRESETS / f"{path}.yaml").exists():
+        path = str(PRESETS / f"{path}.yaml")  # a shipped protocol by name (fair-sudoku4, fair-sudoku4-quick)
     spec = load_file(path)
     where = str(path)
     trials = plan(spec, where)

@@ -146,3 +146,24 @@ def test_extra_metrics_report_per_problem_values_and_old_rows_say_why_not(tmp_pa
     old.write_text(json.dumps(row("m", 2, [1.0])) + "\n")
     with pytest.raises(UserError, match="no per-problem values"):
         report.load_rows([old], metric="solved")
+
+
+def test_delta_table_by_hand(tmp_path):
+    import json
+
+    # base solves problems 0-5 of 10; the variant solves 0-8: +30 points on every problem it adds, paired
+    rows = [row("lfpo", 4, [1.0] * 6 + [0.0] * 4, seed=s) for s in (0, 1)]
+    var = [row("lfpo", 4, [1.0] * 9 + [0.0], seed=s) for s in (0, 1)]
+    for r in var:
+        r["method_cfg"] = {"k": 2}
+    same = [row("lfpo", 4, [1.0] * 6 + [0.0] * 4, seed=s) for s in (0, 1)]
+    for r in same:
+        r["method_cfg"] = {"ema": 0.0}
+    p = tmp_path / "rows.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows + var + same))
+    t = report.delta_table(report.load_rows([p]), "lfpo")
+    cell = t.loc["lfpo[k=2]", "t L16/b16/s4"]
+    assert cell.startswith("+30.0 [") and cell.endswith("]")  # 3 of 10 problems gained, no loss: p = 0.25 (McNemar)
+    assert t.loc["lfpo[ema=0.0]", "t L16/b16/s4"] == "+0.0 [+0.0, +0.0]"
+    with pytest.raises(UserError, match="did you mean 'lfpo'"):
+        report.delta_table(report.load_rows([p]), "lfp")

@@ -100,3 +100,18 @@ def test_shipped_presets_expand_and_use_steps_ratio():
     assert {c.task for c in d1} == {"gsm8k", "math500", "countdown", "sudoku"}
     assert all(c.eval_cfg["steps_ratio"] == 0.5 and c.eval_cfg["gen_length"] == [128, 256, 512] for c in d1)
     assert expand(load_file(PRESETS / "llada.yaml"))
+    ablation = expand(load_file(PRESETS / "lfpo-ablation-sudoku4.yaml"))
+    assert len(ablation) == 13 * 3 and {c.method_cfg.get("k") for c in ablation} == {None, 1, 8}
+
+
+def test_shipped_tune_protocols_give_every_method_the_same_budget():
+    from lfpo_bench.config import load_file
+    from lfpo_bench.sweep import PRESETS
+    from lfpo_bench.tune import plan, tune_spec
+
+    for name in ("fair-sudoku4", "fair-sudoku4-quick"):
+        spec = load_file(PRESETS / f"{name}.yaml")
+        trials = plan(spec, name)
+        assert len({len(p) for m, p in trials.items() if m != "none"}) == 1
+        for s in tune_spec(spec, trials, name):
+            assert expand(s) and s["eval"]["split"] == "validation"
