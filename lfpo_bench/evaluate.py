@@ -62,6 +62,12 @@ BASE_RULE = {"temperature": 0.0, "remasking": "low_confidence", "schedule": "eve
              "logits_eos_inf": False, "confidence_eos_eot_inf": False}
 
 
+def whole_canvas(profile) -> bool:
+    """Does the family rank masked positions over the whole canvas (Dream: one block = the generated length)?"""
+    rec = getattr(profile, "recommended", None) or {}
+    return bool(rec.get("block_length")) and rec.get("block_length") == rec.get("gen_length")
+
+
 def decoding_rule(profile=None, **given) -> dict:
     """The decoding rule (temperature, remasking, schedule, filters, end-token options): what the user gave,
     else the model family's own (``profile.recommended``: Dream and DiffuCoder decode with Dream's schedule,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import build, load_file, parse_sets, split_overrides
-from .evaluate import decoding_grid, decoding_rule, evaluate
+from .evaluate import decoding_grid, decoding_rule, evaluate, whole_canvas
 from .provenance import config_hash, git_sha
 from .registry import METHODS
 from .results import append_rows, read_rows
@@ -161,8 +161,10 @@ def run(a: RunArgs) -> RunResult:
         lm = load_model(r.model, task=task, device=device, quiet=not a.show_progress, load_in_4bit=r.train.load_in_4bit)
     model_name = lm.name if r.model == "tiny" else r.model
     rule = decoding_rule(lm.profile, temperature=a.temperature, remasking=a.remasking, **a.rule)
+    canvas = whole_canvas(lm.profile)  # Dream/DiffuCoder rank over the whole canvas unless a block length is given
     decodings = [d for L in (a.gen_lengths or [None]) for blk in (a.block_lengths or [None])
-                 for d in decoding_grid(task, gen_length=L, block_length=blk, thresholds=a.thresholds,
+                 for d in decoding_grid(task, gen_length=L, block_length=blk or ((L or task.gen_length) if canvas else None),
+                                        thresholds=a.thresholds,
                                         steps=[max(1, int((L or task.gen_length) * a.steps_ratio))] if a.steps_ratio else (a.eval_steps or None),
                                         use_cache=a.use_cache, **rule)]
     extra = {"run": r.config}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .evaluate import RULE_KEYS, decoding_grid, decoding_rule, evaluate
+from .evaluate import RULE_KEYS, decoding_grid, decoding_rule, evaluate, whole_canvas
 from .registry import TASKS
 from .results import append_rows
 from .timing import TimingConfig, attach
@@ -90,7 +90,8 @@ def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path, bool]:
     given = {k: getattr(a, k) for k in RULE_KEYS}
 
     def grid(profile=None):
-        return decoding_grid(task, gen_length=a.gen_length, steps=a.steps or None, block_length=a.block_length,
+        blk = a.block_length or (a.gen_length or task.gen_length if whole_canvas(profile) else None)  # Dream: one block
+        return decoding_grid(task, gen_length=a.gen_length, steps=a.steps or None, block_length=blk,
                              thresholds=a.thresholds, cfg_scale=a.cfg_scale, use_cache=a.use_cache, stop_at_eos=a.stop_at_eos,
                              **decoding_rule(profile, **given))
 
