@@ -31,14 +31,22 @@ except ImportError:  # pragma: no cover - exercised only without the eval extra
 @register_model("lfpo-dllm")
 class LFPODiffusionLM(LM):
     def __init__(self, model="tiny", task=None, gen_length: int = 256, steps: int = 128, block_length: int = 32,
-                 temperature: float = 0.0, remasking: str = "low_confidence", threshold: float | None = None,
-                 mc_num: int = 128, batch_size: int = 8, device: str = "cpu", seed: int = 0, lm=None):
+                 temperature: float | None = None, remasking: str | None = None, threshold: float | None = None,
+                 mc_num: int = 128, batch_size: int = 8, device: str = "cpu", seed: int = 0, lm=None, **rule):
         super().__init__()
+        from .evaluate import decoding_rule
         from .models.loader import load_model
 
         self.lm = lm if lm is not None else load_model(str(model), device=device, quiet=True)
-        self.gen = dict(gen_length=int(gen_length), steps=int(steps), block_length=int(block_length), temperature=float(temperature),
-                        remasking=remasking, threshold=threshold)
+        # the model family's own rule (Dream: its schedule, entropy, top-p) unless given; lm-eval passes strings
+        given = {k: v for k, v in {"temperature": temperature, "remasking": remasking, **rule}.items() if v not in (None, "")}
+        typed = {"temperature": float, "top_p": float, "top_k": int,
+                 "logits_eos_inf": lambda v: str(v).lower() in ("1", "true", "yes"),
+                 "confidence_eos_eot_inf": lambda v: str(v).lower() in ("1", "true", "yes")}
+        given = {k: typed.get(k, str)(v) for k, v in given.items()}
+        self.gen = dict(gen_length=int(gen_length), steps=int(steps), block_length=int(block_length),
+                        threshold=float(threshold) if threshold not in (None, "") else None,
+                        **decoding_rule(getattr(self.lm, "profile", None), **given))
         self.mc_num, self.bs, self.seed = int(mc_num), int(batch_size), int(seed)
 
     @classmethod
