@@ -12,7 +12,9 @@ vocabulary, which does not change the cost). Measures:
    decoding (a random model is never confident, so its NFE is the worst case);
 5. a Dream-7B-shaped model (random bf16, the native Dream implementation): forward latency, left-padded vs
    alone, and generation with Dream's own decoding rule (its step schedule, entropy confidence, top-p 0.95);
-4. one LoRA (r=128, alpha=64) update of LFPO and of diffu-GRPO at G=6, L=256 (rollout included):
+4. rollout step time over the bare bf16 forward of the same batch shape, for each rollout switch
+   (``lfpo_bench/fast_rollout.py``: plain peft, TF32, bf16 autocast, merged adapters, merged + prefix cache),
+   then one LoRA (r=128, alpha=64) update of LFPO (plain and merged rollouts) and of diffu-GRPO at G=6, L=256 (rollout included):
    seconds and peak GPU memory. A random model solves nothing, so the rollouts are scored by a stand-in
    reward that varies within each group: every method then runs its full
    update instead of skipping signal-free groups; the reward cycles call by call.
@@ -208,21 +210,60 @@ def varied_reward_task():
     return CyclingReward()
 
 
+@section("rollout")
+def rollout_rows(lm):
+    """Rollout step time over the bare bf16 forward of the same batch shape (G=6 x (64 + 256)), per switch."""
+    from lfpo_bench.fast_rollout import fast_rollout
+    from lfpo_bench.models.adapters import prepare_for_training
+    from lfpo_bench.sampler import generate
+    from lfpo_bench.trainer import TrainConfig
+
+    prepare_for_training(lm, TrainConfig(lora_r=128, lora_alpha=64))
+    with torch.no_grad():  # adapters that do something (B is zero at init)
+        for n, p in lm.module.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 1e-3)
+    lm.eval()
+    prompt = torch.randint(0, 100, (6, 64), device=DEV)
+    am = torch.ones_like(prompt)
+    with torch.no_grad():
+        x = torch.randint(0, 100, (6, 320), device=DEV)
+        with lm.module.disable_adapter():
+            bare = cuda_ms(lambda: lm(x, torch.ones_like(x)), reps=10, warmup=2)
+        ROWS.append(("bare bf16 forward B=6 x 320 (no adapters)", f"{bare:.1f} ms"))
+        steps = 16 if SMOKE else 128
+        generate(lm, prompt, am, gen_length=256, steps=8, block_length=32)  # warm the B=6 shapes once
+        for label, kw, cache in (("plain peft", dict(rollout_lora="plain"), False),
+                                 ("plain + tf32", dict(rollout_lora="plain", rollout_tf32=True), False),
+                                 ("bf16 autocast", dict(rollout_lora="bf16"), False),
+                                 ("merge (restored exactly)", dict(rollout_lora="merge"), False),
+                                 ("merge + prefix cache", dict(rollout_lora="merge"), True)):
+            def run():
+                with fast_rollout(lm, TrainConfig(**kw)):
+                    return generate(lm, prompt, am, gen_length=256, steps=steps, block_length=32, temperature=1.0,
+                                    remasking="random", use_cache=cache, generator=torch.Generator(device=DEV).manual_seed(0))
+            ms = cuda_ms(run, reps=1, warmup=0)
+            ROWS.append((f"rollout step, {label}", f"{ms / steps:.1f} ms = {ms / steps / bare:.2f}x bare forward"))
+    lm.train()
+
+
 @section("lora")
 def update_rows(lm):
     from lfpo_bench.models.adapters import prepare_for_training
     from lfpo_bench.registry import METHODS
     from lfpo_bench.trainer import TrainConfig, Trainer
 
-    tcfg = TrainConfig(updates=1, prompts_per_update=1, group_size=6, micro_batch=6, rollout_gen_length=256, rollout_block_length=32,
-                       rollout_steps=128, lora_r=128, lora_alpha=64, lr=3e-6, weight_decay=0.1, grad_clip=0.2, val_limit=1)
-    prepare_for_training(lm, tcfg)
+    base = dict(updates=1, prompts_per_update=1, group_size=6, micro_batch=6, rollout_gen_length=256, rollout_block_length=32,
+                rollout_steps=128, lora_r=128, lora_alpha=64, lr=3e-6, weight_decay=0.1, grad_clip=0.2, val_limit=1)
+    if not hasattr(lm.module, "peft_config"):
+        prepare_for_training(lm, TrainConfig(**base))
     n_train = sum(p.numel() for p in lm.module.parameters() if p.requires_grad)
     ROWS.append(("LoRA r=128 alpha=64", f"{n_train / 1e6:.0f} M trainable parameters"))
     task = varied_reward_task()
-    for name, over in (("lfpo", {}), ("diffu_grpo", {"mu": 12})):
+    for name, over, mode in (("lfpo", {}, "plain"), ("lfpo", {}, "merge"), ("diffu_grpo", {"mu": 12}, "merge")):
         cls = METHODS.get(name)
         method = cls(cls.Config(**over))
+        tcfg = TrainConfig(**base, rollout_lora=mode)
         with tempfile.TemporaryDirectory() as d:
             tr = Trainer(lm, task, method, tcfg, d, show_progress=False)
             sync()
@@ -233,7 +274,7 @@ def update_rows(lm):
             sync()
             dt = time.time() - t0
             peak_mem = 0.0 if SMOKE else torch.cuda.max_memory_allocated() / 2**30
-            ROWS.append((f"LoRA update {name} (G=6, L=256, mu={method.mu})",
+            ROWS.append((f"LoRA update {name} (G=6, L=256, mu={method.mu}, rollout {mode})",
                          f"{dt:.1f} s (rollout {e['gen_s']:.1f} s, groups used {e.get('groups_used')}, "
                          f"loss {e.get('loss', float('nan')):.3g}), peak {peak_mem:.1f} GiB"))
 
@@ -296,6 +337,7 @@ def main() -> None:
     forward_rows(lm, cfg, peak, n_params)
     correctness_rows(lm)
     generation_rows(lm)
+    rollout_rows(lm)
     update_rows(lm)
     del lm
     if not SMOKE:

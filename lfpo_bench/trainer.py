@@ -36,6 +36,7 @@ import torch
 
 from .distributed import Dist
 from .evaluate import Decoding, evaluate
+from .fast_rollout import fast_rollout
 from .policies import PolicyBank
 from .progress import progress_bar
 from .sampler import generate
@@ -60,6 +61,9 @@ class TrainConfig:
     rollout_gen_length: int | None = None  # generated length of rollouts (None: task default)
     rollout_block_length: int | None = None  # block length of rollouts (None: task default)
     rollout_batch: int = 256  # rows per generate call
+    rollout_lora: str = "merge"  # LoRA in rollouts: "merge" (folded into the base weights, restored exactly) | "bf16" | "plain"
+    rollout_tf32: bool = False  # TF32 float32 matmuls in rollouts (CUDA)
+    rollout_use_cache: bool = False  # prefix KV cache in rollouts (native LLaDA; approximate)
     rollout_decoding: str = "method"  # "method": each method's own rollout temperature/remasking; "shared": the two below
     rollout_temperature: float = 0.9  # rollout temperature of every method under rollout_decoding=shared
     rollout_remasking: str = "low_confidence"  # rollout remasking of every method under rollout_decoding=shared
@@ -80,6 +84,10 @@ class TrainConfig:
             raise ValueError(f"train.select must be 'best_val' or 'last', got {self.select!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"train.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        from .fast_rollout import MODES
+
+        if self.rollout_lora not in MODES:
+            raise ValueError(f"train.rollout_lora must be one of {', '.join(MODES)}, got {self.rollout_lora!r}")
         if self.rollout_decoding not in ("method", "shared"):
             raise ValueError(f"train.rollout_decoding must be 'method' or 'shared', got {self.rollout_decoding!r}")
         from .sampler import REMASKING
@@ -179,13 +187,13 @@ def rollout(lm, task, examples, method, cfg: TrainConfig, bank: PolicyBank, upda
     t0 = time.perf_counter()
     was_training = lm.module.training
     lm.eval()  # sample from the policy itself: no (LoRA) dropout in rollouts, which also halves their cost
-    with torch.no_grad(), bank.use(method.rollout_policy):
+    with torch.no_grad(), bank.use(method.rollout_policy), fast_rollout(lm, cfg, sharded=lockstep is not None):
         for s in range(0, ids.shape[0], per_call):
             gens = [torch.Generator(device=lm.device).manual_seed(_seed(cfg.seed, update, 104729, p))
                     for p in prompt_ids_global[s // G : (s + per_call) // G]]
             outs.append(generate(lm, ids[s : s + per_call], am[s : s + per_call], gen_length=L, steps=steps, block_length=blk,
                                  temperature=temp, remasking=remasking, generator=gens,
-                                 record_trajectory=True, lockstep=lockstep))
+                                 record_trajectory=True, lockstep=lockstep, use_cache=cfg.rollout_use_cache))
     lm.train(was_training)
     completion = torch.cat([o.completion for o in outs])
     commit = torch.cat([o.commit_step for o in outs])
@@ -262,6 +270,8 @@ class Trainer:
         self.trackers = trackers or []
         if not any(p.requires_grad for p in lm.module.parameters()):
             raise UserError("the model has no trainable parameters")
+        if cfg.rollout_use_cache and not getattr(lm, "supports_cache", False):
+            raise UserError(f"train.rollout_use_cache: model {lm.name!r} has no prefix KV cache (native LLaDA only); drop it")
         # sharding engines replace the parameters (FSDP: DTensor shards): the optimiser and the bank take them afterwards
         self.opt = self.dist.setup(lm, lambda params: torch.optim.AdamW(
             params, lr=cfg.lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay), cfg.grad_clip)
