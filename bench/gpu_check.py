@@ -125,7 +125,9 @@ def build_model():
         finally:
             torch.set_default_dtype(torch.float32)
     model.eval()
-    return CachedDiffusionLM(model, tok, profile_for("llada", cfg, tok), name="llada-8b-random"), cfg
+    lm = CachedDiffusionLM(model, tok, profile_for("llada", cfg, tok), name="llada-8b-random")
+    lm.supports_logits_range = True  # as load_model sets it for the native implementations
+    return lm, cfg
 
 
 @section("forward")
@@ -290,7 +292,8 @@ def dream_rows():
     tok = char_tokenizer()
     shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  vocab_size=128) if SMOKE else {}  # else Dream-v0-7B's shape (Qwen2.5-7B)
-    cfg = DreamConfig(mask_token_id=tok.mask_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **shape)
+    cfg = DreamConfig(mask_token_id=tok.mask_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                      bos_token_id=tok.bos_token_id, **shape)
     torch.manual_seed(0)
     with torch.device(DEV):
         torch.set_default_dtype(torch.bfloat16)
@@ -299,6 +302,7 @@ def dream_rows():
         finally:
             torch.set_default_dtype(torch.float32)
     lm = DiffusionLM(model, tok, profile_for("dream", cfg, tok), name="dream-7b-random")
+    lm.supports_logits_range = True
     n = sum(p.numel() for p in model.parameters())
     ROWS.append(("Dream model", f"Dream-v0-7B shape, random bf16, {n / 1e9:.2f} B params"))
     g = torch.Generator(device="cpu").manual_seed(2)

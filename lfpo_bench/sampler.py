@@ -166,6 +166,13 @@ def sample_tokens(logits: torch.Tensor, temperature: float, generator: Generator
     return g.argmax(-1)
 
 
+def block_logits(model, x: torch.Tensor, am: torch.Tensor, s: int, e: int) -> torch.Tensor:
+    """Logits of positions s..e-1; the LM head runs on those positions alone when the model supports it."""
+    if getattr(model, "supports_logits_range", False):
+        return model(x, am, logits_range=(s, e))
+    return model(x, am)[:, s:e]
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -236,8 +243,8 @@ def generate(
         if cfg_scale > 0:
             un = x.clone()
             un[:, :P][prompt_pos] = mask_id
-            lg = model(torch.cat([x, un]), torch.cat([am, am]))
-            c, u = lg[:B, s:e], lg[B:, s:e]
+            lg = block_logits(model, torch.cat([x, un]), torch.cat([am, am]), s, e)
+            c, u = lg[:B], lg[B:]
             return u + (cfg_scale + 1.0) * (c - u)
         if use_cache:
             if step_in_block == 0:
@@ -245,7 +252,7 @@ def generate(
                 return lg[:, s:e]
             lg = model.forward_suffix(x[:, s:], am, cache_state["kv"])
             return lg[:, : e - s]
-        return model(x, am)[:, s:e]
+        return block_logits(model, x, am, s, e)
 
     passes = 0
     n_blocks = gen_length // block_length

@@ -94,3 +94,26 @@ def test_switches_are_checked():
                 show_progress=False)
     with fast_rollout(lm, TrainConfig(rollout_lora="merge")):  # no LoRA: nothing to merge, nothing changes
         pass
+
+
+@pytest.mark.parametrize("which", ["llada", "llada-lora", "dream"])
+def test_block_logits_equal_the_slice_of_the_full_logits(which, tmp_path):
+    """The LM head on the block only (what the sampler asks for) gives the same numbers as slicing the full
+    logits, including Dream's realignment at the first positions."""
+    if which == "dream":
+        from lfpo_bench.models.dream.tiny import make_tiny_dream
+
+        lm = load_model(str(make_tiny_dream(tmp_path / "d")))
+    else:
+        lm = lora_llada() if which == "llada-lora" else load_model("tiny-llada")
+    assert lm.supports_logits_range
+    ids, am = lm.encode_prompts(["ab", "a longer prompt"], 8)
+    x = torch.cat([ids, torch.full((2, 8), lm.mask_id)], 1)
+    full_am = torch.cat([am, torch.ones(2, 8, dtype=am.dtype)], 1)
+    full = lm(x, full_am)
+    T = x.shape[1]
+    for a, b in ((0, 4), (1, 5), (2, T), (T - 8, T)):
+        assert torch.allclose(lm(x, full_am, logits_range=(a, b)), full[:, a:b], atol=1e-5), (a, b)
+    plain = generate(lm, ids, am, gen_length=8, steps=4, block_length=4)
+    lm.supports_logits_range = False
+    assert torch.equal(generate(lm, ids, am, gen_length=8, steps=4, block_length=4).completion, plain.completion)

@@ -39,6 +39,7 @@ class DiffusionLM:
     """
 
     supports_cache = False  # prefix KV cache (``forward_with_cache`` / ``forward_suffix``); see models/hf.py
+    supports_logits_range = False  # the module takes ``logits_range=(a, b)`` (native LLaDA and Dream)
 
     def __init__(self, module: nn.Module, tokenizer, profile: FamilyProfile, name: str):
         self.module = module
@@ -58,12 +59,23 @@ class DiffusionLM:
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        out = (self.forward_module or self.module)(input_ids=input_ids, attention_mask=attention_mask)
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 logits_range: tuple[int, int] | None = None) -> torch.Tensor:
+        """Logits ``[B, T, V]``, or of positions a..b-1 only with ``logits_range=(a, b)`` (the LM head then runs
+        on those positions alone when the module supports it: the sampler needs one block)."""
+        fwd = self.forward_module or self.module
+        if logits_range is not None and not self.supports_logits_range:
+            return self(input_ids, attention_mask)[:, logits_range[0] : logits_range[1]]
+        a, b = logits_range or (0, input_ids.shape[1])
+        lo = max(a - 1, 0) if self.profile.shift_logits else a
+        kw = {"logits_range": (lo, b)} if logits_range is not None else {}
+        out = fwd(input_ids=input_ids, attention_mask=attention_mask, **kw)
         logits = out.logits if hasattr(out, "logits") else out[0]
         if self.profile.shift_logits:
-            # native: logits[:, i] predicts token i+1; realign so logits[:, i] predicts token i
-            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            # native: logits[:, i] predicts token i+1; realign so logits[:, i] predicts token i (position 0 keeps its own)
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1) if lo == 0 else logits[:, :-1]
+            if lo == 0 and a > 0:
+                logits = logits[:, a:]
         return logits
 
     def parameters(self):

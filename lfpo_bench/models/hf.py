@@ -236,4 +236,6 @@ def load_hf(spec: str, model_type: str | None, device="cpu", dtype=None, load_in
     profile = profile_for(family, module.config, tok)
     log.info("loaded %s (%s) on %s in %s", spec, family, device, dtype)
     module = module.eval() if qcfg else module.to(device).eval()  # quantized weights are placed by device_map
-    return cls(module, tok, profile, name=spec if not os.path.isabs(spec) else str(path))
+    lm = cls(module, tok, profile, name=spec if not os.path.isabs(spec) else str(path))
+    lm.supports_logits_range = True  # both native implementations compute the LM head on a slice
+    return lm

@@ -111,8 +111,9 @@ class DreamLM(PreTrainedModel):
     def get_output_embeddings(self):
         return self.lm_head
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, **kwargs) -> MaskedLMOutput:
-        """Native (shifted) logits: position i predicts token i + 1."""
+    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_range: tuple[int, int] | None = None,
+                **kwargs) -> MaskedLMOutput:
+        """Native (shifted) logits: position i predicts token i + 1. ``logits_range=(a, b)``: positions a..b-1 only."""
         B, T = input_ids.shape
         if attention_mask is None:
             attention_mask = torch.ones(B, T, dtype=torch.long, device=input_ids.device)
@@ -127,4 +128,6 @@ class DreamLM(PreTrainedModel):
                 x = torch.utils.checkpoint.checkpoint(layer, x, rot, key_mask, use_reentrant=False)
             else:
                 x = layer(x, rot, key_mask)
+        if logits_range is not None:
+            x = x[:, logits_range[0] : logits_range[1]]
         return MaskedLMOutput(logits=self.lm_head(self.model.norm(x)))

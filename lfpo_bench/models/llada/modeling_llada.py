@@ -129,10 +129,11 @@ class LLaDAModelLM(PreTrainedModel):
         self.model.transformer["wte"] = value
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, prefix_len: int | None = None,
-                **kwargs) -> MaskedLMOutput:
+                logits_range: tuple[int, int] | None = None, **kwargs) -> MaskedLMOutput:
         """Logits for ``input_ids``. With ``past_key_values`` (from a call with ``prefix_len``), ``input_ids`` are
         the tokens after that prefix and ``attention_mask`` covers prefix + suffix. With ``prefix_len``, the
-        output's ``past_key_values`` holds each layer's keys/values of the first ``prefix_len`` positions."""
+        output's ``past_key_values`` holds each layer's keys/values of the first ``prefix_len`` positions.
+        ``logits_range=(a, b)``: logits of positions a..b-1 only."""
         tr = self.model.transformer
         B, T = input_ids.shape
         P = past_key_values[0][0].shape[2] if past_key_values is not None else 0
@@ -153,6 +154,8 @@ class LLaDAModelLM(PreTrainedModel):
                 x, kv = blk(x, rot, key_mask, past)
             if prefix_len is not None:
                 cache.append((kv[0][:, :, :prefix_len], kv[1][:, :, :prefix_len]))
+        if logits_range is not None:  # the sampler needs one block's logits: skip the LM head elsewhere (exact)
+            x = x[:, logits_range[0] : logits_range[1]]
         x = tr["ln_f"](x)
         logits = tr["ff_out"](x) if "ff_out" in tr else F.linear(x, tr["wte"].weight)
         out = MaskedLMOutput(logits=logits)
