@@ -41,10 +41,13 @@ def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def completion_logits(policy, prompt_ids, prompt_mask, completion_in) -> torch.Tensor:
-    """Logits at the completion positions for input ``prompt ++ completion_in``: [N, L, V]."""
+    """Logits at the completion positions for input ``prompt ++ completion_in``: [N, L, V] (the LM head runs
+    on the completion positions only when the model supports it)."""
+    from .sampler import block_logits
+
     x = torch.cat([prompt_ids, completion_in], 1)
     am = torch.cat([prompt_mask, torch.ones_like(completion_in)], 1)
-    return policy(x, am)[:, prompt_ids.shape[1] :]
+    return block_logits(policy, x, am, prompt_ids.shape[1], x.shape[1])
 
 
 def _masked(t: torch.Tensor, where: torch.Tensor, mask_id: int) -> torch.Tensor:
