@@ -92,8 +92,12 @@ def test_switches_are_checked():
     with pytest.raises(UserError, match="rollout_use_cache"), tempfile.TemporaryDirectory() as d:
         Trainer(lm, make_task("sudoku4"), METHODS.get("lfpo")(METHODS.get("lfpo").Config()), TrainConfig(rollout_use_cache=True), d,
                 show_progress=False)
-    with fast_rollout(lm, TrainConfig(rollout_lora="merge")):  # no LoRA: nothing to merge, nothing changes
-        pass
+    ids, am = lm.encode_prompts(["1 2", "3"], 8)
+    plain = generate(lm, ids, am, gen_length=8, steps=4, temperature=1.0, generator=torch.Generator().manual_seed(1))
+    for mode in ("merge", "bf16"):  # the tiny model is fully fine-tuned (no LoRA): every switch leaves it as it is
+        with fast_rollout(lm, TrainConfig(rollout_lora=mode, rollout_tf32=True)):
+            fast = generate(lm, ids, am, gen_length=8, steps=4, temperature=1.0, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(fast.completion, plain.completion)
 
 
 @pytest.mark.parametrize("which", ["llada", "llada-lora", "dream"])
