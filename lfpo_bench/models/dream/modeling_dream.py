@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput
 
-from ..llada.modeling_llada import RMSNorm, rope, rope_tables
+from ..llada.modeling_llada import RMSNorm, init_weights, rope, rope_tables
 from .configuration_dream import DreamConfig
 
 
@@ -95,12 +95,7 @@ class DreamLM(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, RMSNorm):
-            nn.init.ones_(module.weight)
+        init_weights(module)
 
     def get_input_embeddings(self):
         return self.model.embed_tokens

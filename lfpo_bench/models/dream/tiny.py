@@ -21,19 +21,10 @@ REMOTE_CODE = ("raise RuntimeError('remote code of an lfpo-bench test checkpoint
 
 
 def char_tokenizer():
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from ..llada.tiny import hub_char_tokenizer
 
-    chars = ["\n", "\t"] + [chr(c) for c in range(32, 127)]
-    vocab = {t: i for i, t in enumerate(SPECIALS + chars)}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<|beginoftext|>", eos_token="<|endoftext|>",
-                                  pad_token="<|endoftext|>", mask_token="<|mask|>",
-                                  additional_special_tokens=["<|im_start|>", "<|im_end|>"])
-    tok.chat_template = CHAT_TEMPLATE
-    return tok
+    return hub_char_tokenizer(SPECIALS, CHAT_TEMPLATE, bos="<|beginoftext|>", eos="<|endoftext|>", pad="<|endoftext|>",
+                              mask="<|mask|>", extra=["<|im_start|>", "<|im_end|>"])
 
 
 def make_tiny_dream(path: str | Path, seed: int = 0, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,

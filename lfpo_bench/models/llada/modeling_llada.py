@@ -55,6 +55,16 @@ def rope(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tenso
     return (xf * cos + rotated * sin).to(x.dtype)
 
 
+def init_weights(module: nn.Module) -> None:
+    """Random init of the native implementations (LLaDA, Dream): N(0, 0.02) weights, zero biases, unit norms."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, RMSNorm):
+        nn.init.ones_(module.weight)
+
+
 class LLaDABlock(nn.Module):
     def __init__(self, cfg: LLaDAConfig):
         super().__init__()
@@ -115,12 +125,7 @@ class LLaDAModelLM(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, RMSNorm):
-            nn.init.ones_(module.weight)
+        init_weights(module)
 
     def get_input_embeddings(self):
         return self.model.transformer["wte"]

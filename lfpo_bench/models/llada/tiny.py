@@ -16,20 +16,26 @@ CHAT_TEMPLATE = (
 )
 
 
-def char_tokenizer():
+def hub_char_tokenizer(specials: list[str], chat_template: str, *, bos: str, eos: str, pad: str, mask: str, extra: list[str]):
+    """A character-level fast tokenizer with a family's special tokens and chat template (tiny test checkpoints
+    of the real families: LLaDA here, Dream in ``models/dream/tiny.py``)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     chars = ["\n", "\t"] + [chr(c) for c in range(32, 127)]
-    vocab = {t: i for i, t in enumerate(SPECIALS + chars)}
+    vocab = {t: i for i, t in enumerate(specials + chars)}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<|startoftext|>", eos_token="<|endoftext|>",
-                                  pad_token="<|endoftext|>", mask_token="<|mdm_mask|>",
-                                  additional_special_tokens=["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"])
-    tok.chat_template = CHAT_TEMPLATE
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token=bos, eos_token=eos, pad_token=pad,
+                                  mask_token=mask, additional_special_tokens=extra)
+    tok.chat_template = chat_template
     return tok
+
+
+def char_tokenizer():
+    return hub_char_tokenizer(SPECIALS, CHAT_TEMPLATE, bos="<|startoftext|>", eos="<|endoftext|>", pad="<|endoftext|>",
+                              mask="<|mdm_mask|>", extra=["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"])
 
 
 def make_tiny_llada(path: str | Path, seed: int = 0, d_model: int = 64, n_layers: int = 2, n_heads: int = 4) -> Path:
