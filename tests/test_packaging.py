@@ -11,10 +11,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def clean_source(dest: Path) -> Path:
+    """The repository's files as a clean checkout has them (no build/ or egg-info left by earlier builds, which
+    setuptools would reuse and so hide a package missing from pyproject)."""
+    import shutil
+
+    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard"], check=True, capture_output=True,
+                           text=True).stdout.split()
+    for f in files:
+        if (REPO / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, dest / f)
+    return dest
+
+
 def test_wheel_installs_in_a_clean_venv_and_lists_from_outside_the_repo(tmp_path):
     wheels = tmp_path / "dist"
+    src = clean_source(tmp_path / "src")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels)],
+        [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels)],
         check=True, capture_output=True,
     )
     (whl,) = wheels.glob("lfpo_bench-*.whl")
@@ -24,6 +39,11 @@ def test_wheel_installs_in_a_clean_venv_and_lists_from_outside_the_repo(tmp_path
     # the engines and every launch config the README names ship in the wheel
     assert {"lfpo_bench/distributed/fsdp.py", "lfpo_bench/distributed/zero.py"} <= set(names)
     assert {f"lfpo_bench/accelerate/{c}.yaml" for c in ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3")} <= set(names)
+    # every package of the source tree ships (a new subpackage missing from pyproject's list would not), and the presets
+    pkgs = {str(p.parent.relative_to(REPO)) for p in (REPO / "lfpo_bench").rglob("__init__.py")}
+    missing = sorted(p for p in pkgs if f"{p}/__init__.py" not in names)
+    assert not missing, f"packages missing from the wheel: {missing}"
+    assert {f"lfpo_bench/presets/{p.name}" for p in (REPO / "lfpo_bench" / "presets").glob("*.yaml")} <= set(names)
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
