@@ -113,10 +113,9 @@ def tune_spec(spec: dict, trials: dict, where: str) -> list[dict]:
     if len(vals) != 1:
         raise UserError(f"{where}: the tasks name their validation splits differently ({sorted(vals)}); tune one task "
                         "family per file")
-    train = spec.get("train") or {}
-    steps = (spec.get("tune") or {}).get("steps") or [train.get("rollout_steps") or getattr(tasks[0], "train_defaults", {}).get(
-        "rollout_steps") or tasks[0].steps]
-    tune = spec.get("tune") or {}
+    train, tune = spec.get("train") or {}, spec.get("tune") or {}
+    steps = tune.get("steps") or [train.get("rollout_steps") or getattr(tasks[0], "train_defaults", {}).get("rollout_steps")
+                                  or tasks[0].steps]
     seed = int(tune.get("seed", 0))
     specs = []
     n = max(len(p) for p in trials.values())
