@@ -41,11 +41,18 @@ def load_rows(paths: Iterable[str | Path], stage: str | None = "after", metric: 
         for f in files:
             if not f.exists():
                 raise UserError(f"no results at {f}")
+            chosen = {}  # a tune's final sweep: each method's chosen configuration names its rows
+            if (f.parent / "chosen.json").exists() and f.name == "rows.jsonl":
+                import json
+
+                chosen = json.loads((f.parent / "chosen.json").read_text())
             timing = {}  # a sweep's timing pass: joined by (cell, config hash); the latest record wins
             if (f.parent / "timing.jsonl").exists() and f.name == "rows.jsonl":
                 timing = {(t["cell"], t["config_hash"]): t["timing"] for t in read_rows(f.parent / "timing.jsonl")}
             for r in read_rows(f):
                 r["_source"] = str(f)
+                if r.get("method") in chosen:
+                    r["chosen"] = chosen[r["method"]]
                 if (r.get("cell"), r.get("config_hash")) in timing:
                     r["timing"] = timing[(r["cell"], r["config_hash"])]
                 recs.append(r)
@@ -99,7 +106,10 @@ def setting_label(r) -> str:
 
 
 def method_label(r) -> str:
+    """``method[k=v,...]``: a tuned method's chosen configuration, else the method config the sweep varied."""
     cfg = r.get("method_cfg") if isinstance(r.get("method_cfg"), dict) else {}
+    if isinstance(r.get("chosen"), dict):
+        cfg = r["chosen"]
     return r["method"] + ("[" + ",".join(f"{k}={v}" for k, v in sorted(cfg.items())) + "]" if cfg else "")
 
 

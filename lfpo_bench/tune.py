@@ -212,6 +212,10 @@ def tune(path: str, out: str | None = None, device: str = "auto", show_progress:
     if missing:
         raise UserError(f"tuning did not finish for {', '.join(missing)} (a failed trial?); see {out_dir / 'tune'} and rerun")
     fs = final_spec(spec, chosen)
+    (out_dir / "final").mkdir(parents=True, exist_ok=True)
+    (out_dir / "final" / "chosen.json").write_text(json.dumps(  # table rows name each method's chosen configuration
+        {m: {**{f"train.{k}": v for k, v in c["tuned_train"].items()}, **{f"method.{k}": v for k, v in c["method_cfg"].items()}}
+         for m, c in chosen.items()}, indent=2, sort_keys=True))
     f = out_dir / "final.yaml"
     f.write_text(yaml.safe_dump(fs, sort_keys=True))
     sweep(str(f), out=str(out_dir / "final"), device=device, show_progress=show_progress)

@@ -65,6 +65,11 @@ def test_tune_runs_both_phases_and_resumes(tmp_path, monkeypatch):
         c = chosen[r["method"]]
         assert r["method_cfg"] == c["method_cfg"]
         assert all(r["train_cfg"][k] == v for k, v in c["tuned_train"].items())
+    from lfpo_bench.report import load_rows, method_label
+
+    labels = {method_label(r) for _, r in load_rows([out / "final"]).iterrows()}
+    want_lfpo = "lfpo[" + f"train.lr={chosen['lfpo']['tuned_train']['lr']}" + "]"
+    assert want_lfpo in labels and "none" in labels  # each row names its method's chosen configuration
     cells = [len(read_rows(f)) for f in sorted(out.rglob("cells.jsonl"))]
     tune(str(tmp_path / "t.yaml"), out=str(tmp_path / "out"), show_progress=False)
     assert [len(read_rows(f)) for f in sorted(out.rglob("cells.jsonl"))] == cells, "a finished tune reran cells"
