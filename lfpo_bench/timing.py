@@ -8,8 +8,9 @@ pass, first batch included, whatever else the machine does. Latency figures come
 - **warm-up** (``warmup`` unrecorded rounds), then ``reps`` recorded rounds;
 - each round times every item (a model at a decoding setting) **round-robin**, in an order rotated by
   one each round, so a noisy minute hits every item alike; a sweep puts all its cells into one schedule;
-- per item and round: the mean wall time of the ``prompts`` requests sent one at a time (batch 1:
-  ms per request), and one call at ``batch_size`` (ms per sample = call time / batch); on CUDA with
+- per item and round: the median wall time of the ``prompts`` requests sent one at a time (batch 1:
+  ms per request; a median, so one request hit by a hiccup does not move the round), and one call at
+  ``batch_size`` (ms per sample = call time / batch); on CUDA with
   ``torch.cuda.synchronize`` around each call;
 - a call's sampling generator is reseeded identically every round, so every round does identical work;
 - per figure: median and interquartile range over rounds, plus ms per NFE, the rounds, the thread count
@@ -32,7 +33,7 @@ import torch
 
 from .types import UserError
 
-PROTOCOL = "interleaved-v1"
+PROTOCOL = "interleaved-v2"
 WIDE = 0.25  # IQR / median above this: flagged as too dispersed to separate from a neighbour 1.25x away
 
 
@@ -140,11 +141,14 @@ def measure(items: list[Item], cfg: TimingConfig, *, batch_size: int, show_progr
                     secs, nfes = zip(*(_call(it, ids, m) for ids, m in single))
                     bsec, bnfe = _call(it, bids, bmask)
                     if r >= cfg.warmup:
-                        req[i].append(1000 * sum(secs) / n)
+                        req[i].append(1000 * float(np.median(secs)))
                         per_sample[i].append(1000 * bsec / b)
                         nfe_req[i], nfe_batch[i] = float(np.mean(nfes)), bnfe
                     bar.advance(1)
         load1 = _load()
+    from .provenance import git_sha
+
+    sha = git_sha()
     out = []
     for i, it in enumerate(items):
         n, b = enc[i][0], enc[i][1]
@@ -155,7 +159,7 @@ def measure(items: list[Item], cfg: TimingConfig, *, batch_size: int, show_progr
             "prompt_ids": [e.id for e in it.problems[:n]], "reps": cfg.reps, "warmup": cfg.warmup,
             "nfe_request": nfe_req[i], "nfe_batch": nfe_batch[i],
             "ms_per_nfe": rq["median"] / nfe_req[i] if nfe_req[i] > 0 else None,
-            "threads": torch.get_num_threads(), "loadavg": [load0, load1], "device": str(it.lm.device),
+            "threads": torch.get_num_threads(), "loadavg": [load0, load1], "device": str(it.lm.device), "git_sha": sha,
         })
     return out
 
