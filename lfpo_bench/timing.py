@@ -7,10 +7,12 @@ pass, first batch included, whatever else the machine does. Latency figures come
   the first ``batch_size`` for throughput), prompts encoded before any clock starts;
 - **warm-up** (``warmup`` unrecorded rounds), then ``reps`` recorded rounds;
 - each round times every item (a model at a decoding setting) **round-robin**, in an order rotated by
-  one each round, so a noisy minute hits every item alike; a sweep puts all its cells into one schedule;
-- per item and round: the median wall time of the ``prompts`` requests sent one at a time (batch 1:
-  ms per request; a median, so one request hit by a hiccup does not move the round), and one call at
-  ``batch_size`` (ms per sample = call time / batch); on CUDA with
+  one each round, so a noisy minute hits every item alike; a sweep puts all its cells into one schedule.
+  Within a round the interleaving is per request: request 1 of every item, then request 2, ..., then one
+  call at ``batch_size`` per item;
+- per item: ms per request is the median (and IQR) of all its batch-1 requests over all rounds pooled
+  (``prompts x reps`` samples: on a 2-core VM a single call's time varies by about 20%, so the median needs
+  that many), and ms per sample is the median over rounds of the batch call's time / batch; on CUDA with
   ``torch.cuda.synchronize`` around each call;
 - a call's sampling generator is reseeded identically every round, so every round does identical work;
 - per figure: median and interquartile range over rounds, plus ms per NFE, the rounds, the thread count
@@ -33,7 +35,7 @@ import torch
 
 from .types import UserError
 
-PROTOCOL = "interleaved-v2"
+PROTOCOL = "interleaved-v3"
 WIDE = 0.25  # IQR / median above this: flagged as too dispersed to separate from a neighbour 1.25x away
 
 
@@ -123,9 +125,9 @@ def measure(items: list[Item], cfg: TimingConfig, *, batch_size: int, show_progr
             n = min(cfg.prompts, len(it.problems))
             b = min(cfg.batch_size or batch_size, len(it.problems))
             enc.append((n, b, *_encode(it, n, b)))
-        req = [[] for _ in items]
+        req = [[] for _ in items]  # every request's ms, all rounds pooled
         per_sample = [[] for _ in items]
-        nfe_req = [0.0] * len(items)
+        nfe_req = [[] for _ in items]
         nfe_batch = [0.0] * len(items)
         load0 = _load()
         session = uuid.uuid4().hex[:12]
@@ -135,15 +137,22 @@ def measure(items: list[Item], cfg: TimingConfig, *, batch_size: int, show_progr
                 order = list(range(len(items)))
                 k = r % len(items)
                 order = order[k:] + order[:k]  # rotated: no item always goes first after a pause
+                # request-level interleaving: request j of every item, then request j + 1 ..., then the batch calls,
+                # so a slow second of the round is spread over all items
+                for j in range(max(e[0] for e in enc)):
+                    for i in order:
+                        n, _, single, _ = enc[i]
+                        if j < n:
+                            sec, nfe = _call(items[i], *single[j])
+                            if r >= cfg.warmup:
+                                req[i].append(1000 * sec)
+                                nfe_req[i].append(nfe)
                 for i in order:
-                    it = items[i]
-                    n, b, single, (bids, bmask) = enc[i]
-                    secs, nfes = zip(*(_call(it, ids, m) for ids, m in single))
-                    bsec, bnfe = _call(it, bids, bmask)
+                    _, b, _, (bids, bmask) = enc[i]
+                    bsec, bnfe = _call(items[i], bids, bmask)
                     if r >= cfg.warmup:
-                        req[i].append(1000 * float(np.median(secs)))
                         per_sample[i].append(1000 * bsec / b)
-                        nfe_req[i], nfe_batch[i] = float(np.mean(nfes)), bnfe
+                        nfe_batch[i] = bnfe
                     bar.advance(1)
         load1 = _load()
     from .provenance import git_sha
@@ -156,9 +165,9 @@ def measure(items: list[Item], cfg: TimingConfig, *, batch_size: int, show_progr
         out.append({
             "protocol": PROTOCOL, "session": session, "group": group, "group_items": len(items),
             "request_ms": rq, "sample_ms": _stats(per_sample[i]), "batch_size": b, "prompts": n,
-            "prompt_ids": [e.id for e in it.problems[:n]], "reps": cfg.reps, "warmup": cfg.warmup,
-            "nfe_request": nfe_req[i], "nfe_batch": nfe_batch[i],
-            "ms_per_nfe": rq["median"] / nfe_req[i] if nfe_req[i] > 0 else None,
+            "prompt_ids": [e.id for e in it.problems[:n]], "reps": cfg.reps, "warmup": cfg.warmup, "requests": len(req[i]),
+            "nfe_request": float(np.mean(nfe_req[i])) if nfe_req[i] else 0.0, "nfe_batch": nfe_batch[i],
+            "ms_per_nfe": rq["median"] / float(np.mean(nfe_req[i])) if nfe_req[i] and np.mean(nfe_req[i]) > 0 else None,
             "threads": torch.get_num_threads(), "loadavg": [load0, load1], "device": str(it.lm.device), "git_sha": sha,
         })
     return out

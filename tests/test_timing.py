@@ -45,16 +45,17 @@ def test_rounds_are_interleaved_rotated_and_warmup_is_not_recorded(scripted, fak
     items = _items(fake_lm, n_items=3)
     recs = timing.measure(items, timing.TimingConfig(reps=4, warmup=2, prompts=2, batch_size=3), batch_size=64,
                           show_progress=False)
-    per_call = 2 + 1  # two requests at batch 1, one batch call
-    order = scripted["calls"][::per_call]
-    rounds = [order[i : i + 3] for i in range(0, len(order), 3)]
-    assert len(rounds) == 6  # 2 warm-up + 4 recorded
-    assert all(sorted(r) == [0, 1, 2] for r in rounds), "every round times every item once"
-    assert [r[0] for r in rounds] == [0, 1, 2, 0, 1, 2], "each round starts one item later"
+    calls = scripted["calls"]
+    assert len(calls) == 6 * 3 * 3  # 2 warm-up + 4 recorded rounds x 3 items x (2 requests + 1 batch call)
+    rounds = [calls[i : i + 9] for i in range(0, len(calls), 9)]
+    for r, seq in enumerate(rounds):
+        order = [(k + r) % 3 for k in range(3)]  # each round starts one item later
+        # per request: request 1 of every item, request 2 of every item, then the batch calls
+        assert seq == order * 3, (r, seq)
     for rec in recs:
         assert rec["reps"] == 4 and rec["warmup"] == 2 and rec["prompts"] == 2 and rec["batch_size"] == 3
         assert rec["prompt_ids"] == ["p0", "p1"]
-        assert rec["request_ms"]["median"] == pytest.approx(10.0)  # mean of the requests, in ms
+        assert rec["request_ms"]["median"] == pytest.approx(10.0) and rec["requests"] == 8  # 2 requests x 4 rounds, pooled
         assert rec["sample_ms"]["median"] == pytest.approx(10.0 / 3)  # one call over 3 samples
         assert rec["ms_per_nfe"] == pytest.approx(10.0 / 4)
         assert len({r["session"] for r in recs}) == 1 and rec["group_items"] == 3
@@ -63,6 +64,7 @@ def test_rounds_are_interleaved_rotated_and_warmup_is_not_recorded(scripted, fak
 def test_a_noisy_period_hits_every_item_alike(scripted, fake_lm):
     """Identical work under a load that changes during the measurement: interleaved medians agree within
     1.25x; timing the same items one after the other (two schedules) does not."""
+    # (the load is a function of the call count, so it moves within a round as well as between rounds)
     rng = np.random.default_rng(0)
     cfg = timing.TimingConfig(reps=9, warmup=1, prompts=2, batch_size=2)
 
