@@ -343,8 +343,9 @@ def table(
     mixed = report.check_provenance(df, allow_mixed=allow_mixed or not check)
     parts = [f"{metric} (%), mean ± 95% CI half-width over problems and seeds" + ("; † significant vs " + paired_vs if paired_vs else ""),
              report.render(report.comparison_table(df, paired_vs=paired_vs, fmt=fmt), fmt), "",
-             "latency (timing pass: median over rounds, interquartile range; ≈: IQR over 25% of the median, too wide to tell "
-             "the row from one 1.25x away; 1 pass: no timing pass, accuracy-pass p50)", report.render(report.latency_table(df), fmt)]
+             "latency (timing pass: ms per request = median of all batch-1 requests, IQR of single calls; ms per sample = median "
+             "over rounds of one batch call; ≈: that median's 95% interval is wider than 11% of it, so it cannot be told from "
+             "a figure 1.25x away; 1 pass: no timing pass, accuracy-pass p50)", report.render(report.latency_table(df), fmt)]
     if deltas_vs is not None:
         parts += ["", f"difference to {deltas_vs} in points, [95% paired-bootstrap CI over problems, seeds averaged]; "
                   "† p < 0.05 (paired test)", report.render(report.delta_table(df, deltas_vs), fmt)]

@@ -187,13 +187,19 @@ def timing_summary(g: pd.DataFrame) -> dict:
     accuracy pass's single-pass p50 and there is no dispersion)."""
     ts = list(g["timing"]) if "timing" in g else []
     if ts and all(t.get("request_ms") for t in ts):
+        from .timing import median_rel_ci
+
         med = lambda f, k: float(np.median([t[f][k] for t in ts]))  # noqa: E731
+        n_req = lambda t: t.get("requests") or t["reps"]  # noqa: E731 - pooled requests (older records: rounds)
         return {"timed": True, "ms": med("request_ms", "median"), "ms_q25": med("request_ms", "q25"),
                 "ms_q75": med("request_ms", "q75"), "rel_iqr": max(t["request_ms"]["rel_iqr"] for t in ts),
+                "rel_ci": max(median_rel_ci(t["request_ms"], n_req(t)) for t in ts),
+                "sample_rel_ci": max(median_rel_ci(t["sample_ms"], t["reps"]) for t in ts),
                 "ms_sample": med("sample_ms", "median"), "sample_rel_iqr": max(t["sample_ms"]["rel_iqr"] for t in ts),
                 "timing_batch": int(ts[0]["batch_size"]), "reps": int(ts[0]["reps"]),
                 "ms_per_nfe": float(np.median([t["ms_per_nfe"] or np.nan for t in ts]))}
     return {"timed": False, "ms": g["latency_ms_p50"].mean(), "ms_q25": np.nan, "ms_q75": np.nan, "rel_iqr": np.nan,
+            "rel_ci": np.nan, "sample_rel_ci": np.nan,
             "ms_sample": np.nan, "sample_rel_iqr": np.nan, "timing_batch": np.nan, "reps": 0, "ms_per_nfe": np.nan}
 
 
@@ -275,7 +281,8 @@ def delta_table(df: pd.DataFrame, base: str, n_boot: int = 2000, alpha: float = 
 
 def latency_table(df: pd.DataFrame) -> pd.DataFrame:
     """One line per (task, setting, method): NFE, ms per request with IQR, ms per sample at the timing batch,
-    ms per NFE, rounds; ``flag`` "≈" where a figure's IQR exceeds ``timing.WIDE`` of its median, "1 pass"
+    ms per NFE, rounds; ``flag`` "≈ request" / "≈ batch" where that median's 95% interval is wider than
+    ``timing.WIDE`` of it (it cannot be told from a figure 1.25x away), "1 pass"
     where there was no timing pass."""
     from .timing import WIDE
 
@@ -284,11 +291,11 @@ def latency_table(df: pd.DataFrame) -> pd.DataFrame:
     order = sorted(range(len(summ)), key=lambda i: (summ["task"].iloc[i], setting_order(summ["setting"].iloc[i]), summ["method"].iloc[i]))
     for _, r in summ.iloc[order].iterrows():
         if r["timed"]:
-            wide = max(r["rel_iqr"], r["sample_rel_iqr"]) > WIDE
+            wide = " ".join(w for w, v in (("≈ request", r["rel_ci"]), ("≈ batch", r["sample_rel_ci"])) if v > WIDE)
             lines.append({"task": r["task"], "setting": r["setting"], "method": r["method"], "NFE": f"{r['nfe']:.2f}",
                           "ms/request": f"{r['ms']:.2f}", "IQR": f"{r['ms_q25']:.2f}-{r['ms_q75']:.2f}",
                           "ms/sample @batch": f"{r['ms_sample']:.3f} @{int(r['timing_batch'])}",
-                          "ms/NFE": f"{r['ms_per_nfe']:.2f}", "rounds": int(r["reps"]), "flag": "≈" if wide else ""})
+                          "ms/NFE": f"{r['ms_per_nfe']:.2f}", "rounds": int(r["reps"]), "flag": wide})
         else:
             lines.append({"task": r["task"], "setting": r["setting"], "method": r["method"], "NFE": f"{r['nfe']:.2f}",
                           "ms/request": f"{r['ms']:.2f}", "IQR": "", "ms/sample @batch": "", "ms/NFE": "", "rounds": 0,

@@ -18,8 +18,11 @@ pass, first batch included, whatever else the machine does. Latency figures come
 - per figure: median and interquartile range over rounds, plus ms per NFE, the rounds, the thread count
   and the 1-minute load average before and after.
 
-``rel_iqr`` = IQR / median is the figure's dispersion; tables flag rows where it exceeds ``WIDE`` (the
-band is then too wide to tell the row from one 1.25x away).
+``rel_iqr`` = IQR / median is the spread of single calls. What decides whether a median can be told from
+one 1.25x away is its own uncertainty: ``rel_ci`` (``median_rel_ci``), the half-width of an approximate 95%
+interval of the median relative to it, 1.96 x 1.2533 x (IQR / 1.349) / sqrt(n) / median (normal
+approximation from the quartiles; n = pooled requests, or rounds for the batch figure). Tables flag a figure
+whose ``rel_ci`` exceeds ``WIDE`` = 0.11: two such intervals 1.25x apart could touch.
 """
 
 from __future__ import annotations
@@ -36,7 +39,14 @@ import torch
 from .types import UserError
 
 PROTOCOL = "interleaved-v3"
-WIDE = 0.25  # IQR / median above this: flagged as too dispersed to separate from a neighbour 1.25x away
+WIDE = 0.11  # relative 95% half-width of a median above this: cannot be told from a median 1.25x away
+
+
+def median_rel_ci(stats: dict, n: int) -> float:
+    """Approximate relative 95% half-width of a median from its quartiles and sample count (see above)."""
+    if not n or not stats.get("median"):
+        return float("inf")
+    return 1.96 * 1.2533 * ((stats["q75"] - stats["q25"]) / 1.349) / n**0.5 / stats["median"]
 
 
 @dataclass(frozen=True)

@@ -162,13 +162,15 @@ def test_equal_accuracy_reports_fewest_ms_beside_fewest_nfe():
 def test_latency_table_flags_wide_dispersion_and_untimed_rows():
     from lfpo_bench.report import latency_table
 
-    wide = _row("a", 4, 10.0, 3.0, 1.0, 4)
+    wide = _row("a", 4, 10.0, 3.0, 1.0, 4)  # 9 rounds of single calls spread over 60% of the median: CI 36%
     wide["timing"] = {**wide["timing"], "request_ms": {"median": 10.0, "q25": 7.0, "q75": 13.0, "rel_iqr": 0.6}}
+    precise = _row("d", 4, 10.0, 3.0, 1.0, 4)  # the same spread over 400 pooled requests: CI 5%, not flagged
+    precise["timing"] = {**wide["timing"], "requests": 400}
     untimed = {**_row("b", 4, 10.0, 3.0, 1.0, 4), "timing": {}}
     tight = _row("c", 4, 10.0, 3.0, 1.0, 4)
-    t = latency_table(pd.DataFrame([wide, untimed, tight]))
+    t = latency_table(pd.DataFrame([wide, untimed, tight, precise]))
     flags = dict(zip(t.index.get_level_values("method"), t["flag"]))
-    assert flags == {"a": "≈", "b": "1 pass", "c": ""}
+    assert flags == {"a": "≈ request", "b": "1 pass", "c": "", "d": ""}
     assert t.loc[("t", "L16/b16/s4", "b"), "ms/request"] == "99.00"  # the accuracy pass's figure, marked as such
 
 
@@ -193,7 +195,7 @@ def test_sweep_times_all_cells_in_one_schedule_and_resumes(tmp_path, monkeypatch
     assert all(r["timing"]["group"] == "sweep" and r["timing"]["group_items"] == 4 for r in recs)
     df = load_rows([out])
     assert all(t.get("request_ms") for t in df["timing"])
-    assert set(latency_table(df)["flag"]) <= {"", "≈"}
+    assert "1 pass" not in set(latency_table(df)["flag"])  # every row has its timing-pass figures
     sweep(str(tmp_path / "s.yaml"), out=str(out), show_progress=False)
     assert len(read_rows(out / "timing.jsonl")) == 4, "a finished sweep's timing pass is not repeated"
 
