@@ -54,7 +54,7 @@ class Decoding:
         return d
 
     def sampler_kwargs(self) -> dict:
-        return {k: v for k, v in asdict(self).items()}
+        return asdict(self)
 
 
 RULE_KEYS = ("temperature", "remasking", "schedule", "top_p", "top_k", "logits_eos_inf", "confidence_eos_eot_inf")
@@ -79,7 +79,7 @@ def decoding_rule(profile=None, **given) -> dict:
     return {k: given[k] if given.get(k) is not None else rec.get(k, BASE_RULE[k]) for k in RULE_KEYS}
 
 
-LATER_DEFAULTS = {"schedule": "even", "top_p": None, "top_k": None, "logits_eos_inf": False, "confidence_eos_eot_inf": False}
+LATER_DEFAULTS = {k: BASE_RULE[k] for k in ("schedule", "top_p", "top_k", "logits_eos_inf", "confidence_eos_eot_inf")}
 
 
 def decoding_grid(

@@ -80,11 +80,6 @@ class Item:
     seed: int = 0
 
 
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _encode(item: Item, n: int, batch_size: int):
     lm, task, dec = item.lm, item.task, item.dec
     style = lm.profile.prompt_style
@@ -96,6 +91,7 @@ def _encode(item: Item, n: int, batch_size: int):
 
 def _call(item: Item, ids, mask) -> tuple[float, float]:
     """Seconds and mean NFE of one sampler call (its generator reseeded: identical work every time)."""
+    from .evaluate import _sync
     from .sampler import generate
 
     dec, lm = item.dec, item.lm
