@@ -64,7 +64,7 @@ class TrainConfig:
     rollout_lora: str = "merge"  # LoRA in rollouts: "merge" (folded into the base weights, restored exactly) | "bf16" | "plain"
     rollout_tf32: bool = False  # TF32 float32 matmuls in rollouts (CUDA)
     rollout_use_cache: bool = False  # prefix KV cache in rollouts (native LLaDA; approximate)
-    rollout_decoding: str = "method"  # "method": each method's own rollout temperature/remasking; "shared": the two below
+    rollout_decoding: str = "shared"  # "shared": every method rolls out with the two below; "method": each method's own preference
     rollout_temperature: float = 0.9  # rollout temperature of every method under rollout_decoding=shared
     rollout_remasking: str = "low_confidence"  # rollout remasking of every method under rollout_decoding=shared
     val_every: int = 20  # validate every N updates (0: only at start and end)

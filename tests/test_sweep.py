@@ -109,7 +109,9 @@ def test_shipped_tune_protocols_give_every_method_the_same_budget():
     from lfpo_bench.sweep import PRESETS
     from lfpo_bench.tune import plan, tune_spec
 
-    for name in ("fair-sudoku4", "fair-sudoku4-quick"):
+    names = [f"fair-{t}{q}" for t in ("sudoku4", "countdown3-mini", "toy-code") for q in ("", "-quick")]
+    assert {p.stem for p in PRESETS.glob("fair-*.yaml")} == set(names)
+    for name in names:
         spec = load_file(PRESETS / f"{name}.yaml")
         trials = plan(spec, name)
         assert len({len(p) for m, p in trials.items() if m != "none"}) == 1

@@ -81,7 +81,9 @@ def test_shared_rollout_decoding_overrides_each_methods_preference(monkeypatch):
     from lfpo_bench.trainer import TrainConfig, rollout_rule
 
     lfpo = METHODS.get("lfpo")(METHODS.get("lfpo").Config())
-    assert rollout_rule(TrainConfig(), lfpo) == (lfpo.cfg.temperature, lfpo.cfg.remasking)
+    # the default is the shared rule (evaluation's remasking, sampled at 0.9), not LFPO's random remasking at T=1
+    assert rollout_rule(TrainConfig(), lfpo) == (0.9, "low_confidence") != (lfpo.cfg.temperature, lfpo.cfg.remasking)
+    assert rollout_rule(TrainConfig(rollout_decoding="method"), lfpo) == (lfpo.cfg.temperature, lfpo.cfg.remasking)
     shared = TrainConfig(rollout_decoding="shared", rollout_temperature=0.7, rollout_remasking="low_confidence")
     assert rollout_rule(shared, lfpo) == (0.7, "low_confidence")
     with pytest.raises(ValueError, match="rollout_decoding"):
