@@ -4,7 +4,7 @@ its starting checkpoint (selected update 0), else the run's checkpoint, and prin
 latency medians: the timing pass's median per request when rows have one, else the accuracy pass's
 single-pass p50 (older rows).
 
-    python bench/latency_groups.py results/reference
+    python bench/latency_groups.py results/reference/untuned-sudoku4
 
 The issue-15 target: every group within 1.25x.
 """
@@ -37,4 +37,4 @@ def main(path: str) -> float:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "results/reference")
+    main(sys.argv[1] if len(sys.argv) > 1 else "results/reference/untuned-sudoku4")

@@ -167,7 +167,7 @@ def method_gradients(lm, task, examples, name: str, cfg: GradcheckConfig, ref: t
     over = {k: v for k, v in (("temperature", 1.0), ("remasking", "random")) if k in {f.name for f in dataclasses.fields(mcfg)}}
     method = cls(dataclasses.replace(mcfg, **over))
     steps = rollout_steps(task, cfg.steps)
-    tc = TrainConfig(updates=cfg.batches, prompts_per_update=len(examples), group_size=cfg.group_size,
+    tc = TrainConfig(updates=cfg.batches, prompts_per_update=len(examples), group_size=cfg.group_size, rollout_decoding="method",
                      micro_batch=len(examples) * cfg.group_size, rollout_steps=steps, grad_clip=1e30, val_every=0,
                      checkpoint_every=0, seed=cfg.seed, rollout_batch=max(cfg.chunk, cfg.group_size))
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,8 +11,9 @@ A tune file (YAML) is a sweep file (``sweep.py``) plus two sections:
       trials: 4                   # every method gets exactly this many trials (one seed each)
       seed: 0
       grid:                       # per method, or `default` for the others: train.* and method.* knobs
-        default: {train.lr: [1e-5, 3e-5, 1e-4, 3e-4]}
-        wd1: {train.lr: [1e-5, 1e-4], method.mu: [4, 12]}
+        default: {train.lr: [1e-5, 3e-5, 1e-4, 3e-4]}                      # a product
+        wd1: {train.lr: [1e-5, 1e-4], method.mu: [4, 12]}                 # a product of 4 points
+        spg: [{train.lr: 1e-5, method.mu: 4}, {train.lr: 3e-5}, {train.lr: 1e-4}, {train.lr: 3e-4, method.mu: 1}]
     final:
       seeds: [0, 1, 2]
       eval: {steps: [1, 2, 4, 8, 16], thresholds: [0.9]}
@@ -56,8 +57,20 @@ def _knobs(grid: dict, method: str, where: str) -> tuple[dict, dict]:
     return train, meth
 
 
-def trial_points(grid: dict, method: str, where: str) -> list[tuple[dict, dict]]:
-    """The (train, method) settings of each trial, in grid order."""
+def trial_points(grid: dict | list, method: str, where: str) -> list[tuple[dict, dict]]:
+    """The (train, method) settings of each trial, in grid order: the product of a mapping of value lists, or
+    a list of points (mappings of single values), so that a method can tune its own knobs on the same budget."""
+    if isinstance(grid, list):
+        points = []
+        for i, point in enumerate(grid):
+            if not isinstance(point, dict) or any(isinstance(v, (list, dict)) for v in point.values()):
+                raise UserError(f"{where}: tune.grid.{method}[{i}]: a list grid holds points, each a mapping of single "
+                                f"values such as {{train.lr: 1e-5, method.mu: 4}}, got {point!r}")
+            t, m = _knobs(point, method, where)
+            points.append(({k: v[0] for k, v in t.items()}, {k: v[0] for k, v in m.items()}))
+        return points
+    if not isinstance(grid, dict):
+        raise UserError(f"{where}: tune.grid.{method} must be a mapping of value lists or a list of points, got {grid!r}")
     train, meth = _knobs(grid, method, where)
     keys = [("train", k) for k in sorted(train)] + [("method", k) for k in sorted(meth)]
     values = [train[k] if s == "train" else meth[k] for s, k in keys]

@@ -28,6 +28,19 @@ def test_every_training_method_gets_the_same_number_of_trials():
         plan(uneven, "t")
 
 
+def test_a_method_may_tune_its_own_knobs_as_a_list_of_points_on_the_same_budget():
+    grid = {"default": {"train.lr": [1e-4, 3e-4]},
+            "diffu_grpo": [{"train.lr": 1e-5, "method.mu": 4}, {"method.beta": 0.0}]}
+    trials = plan({**SPEC, "tune": {**SPEC["tune"], "grid": grid}}, "t")
+    assert trials["diffu_grpo"] == [({"lr": 1e-5}, {"mu": 4}), ({}, {"beta": 0.0})]
+    three = {**grid, "diffu_grpo": grid["diffu_grpo"] + [{"train.lr": 1e-3}]}
+    with pytest.raises(UserError, match="'diffu_grpo' has 3 trial"):
+        plan({**SPEC, "tune": {**SPEC["tune"], "grid": three}}, "t")
+    for bad in ([{"train.lr": [1e-5, 1e-4]}, {}], [3e-4, 1e-4], "lr"):
+        with pytest.raises(UserError, match=r"tune.grid.diffu_grpo"):
+            plan({**SPEC, "tune": {**SPEC["tune"], "grid": {**grid, "diffu_grpo": bad}}}, "t")
+
+
 @pytest.mark.parametrize("tune, msg", [({"trials": 0}, "positive integer"), ({"trials": 2, "budget": 1}, "unknown tune key"),
                                        ({"trials": 1, "grid": {"default": {"lr": [1e-4]}}}, "train.<field> or method.<field>"),
                                        ({"trials": 1, "grid": {"wd1": {"train.lr": [1e-4]}}}, "not in methods")])
