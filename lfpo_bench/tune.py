@@ -152,10 +152,11 @@ def scores(out: Path) -> list[dict]:
         by = {}
         for r in read_rows(f):
             key = (r["method"], json.dumps(r.get("method_cfg") or {}, sort_keys=True), json.dumps(r.get("train_cfg") or {}, sort_keys=True))
-            by.setdefault(key, []).append(r["accuracy"])
-        for (m, mc, tc), accs in by.items():
+            by.setdefault(key, []).append((r["accuracy"], (r.get("config") or {}).get("selected_update")))
+        for (m, mc, tc), got in by.items():
             recs.append({"method": m, "trial": i, "method_cfg": json.loads(mc), "train_cfg": json.loads(tc),
-                         "val_accuracy": sum(accs) / len(accs)})
+                         "val_accuracy": sum(a for a, _ in got) / len(got),
+                         "selected_updates": sorted({u for _, u in got if u is not None})})
     return recs
 
 
@@ -173,13 +174,16 @@ def choose(recs: list[dict], trials: dict, shared_train: dict) -> dict[str, dict
 
 
 def tuning_table(recs: list[dict], chosen: dict) -> str:
-    lines = ["| method | trial | configuration | validation accuracy | chosen |", "|---|---|---|---|---|"]
+    lines = ["| method | trial | configuration | validation accuracy | selected update | chosen |", "|---|---|---|---|---|---|"]
     for r in sorted(recs, key=lambda r: (r["method"], r["trial"])):
         cfg = {**{f"train.{k}": v for k, v in r["train_cfg"].items()}, **{f"method.{k}": v for k, v in r["method_cfg"].items()}}
         text = ", ".join(f"{k}={v}" for k, v in sorted(cfg.items())) or "(defaults)"
         mark = "yes" if chosen.get(r["method"], {}).get("trial") == r["trial"] else ""
-        lines.append(f"| {r['method']} | {r['trial']} | {text} | {100 * r['val_accuracy']:.1f} | {mark} |")
-    return "\n".join(lines)
+        ups = r.get("selected_updates") or []
+        kept = ", ".join(map(str, ups)) + (" (its start)" if ups == [0] and r["method"] != "none" else "") if ups else "-"
+        lines.append(f"| {r['method']} | {r['trial']} | {text} | {100 * r['val_accuracy']:.1f} | {kept} | {mark} |")
+    return "\n".join(lines) + ("\n\nselected update: the checkpoint the run's validation picked (0: training never beat "
+                               "the starting policy on validation, so the row is the start)")
 
 
 def final_spec(spec: dict, chosen: dict) -> dict:

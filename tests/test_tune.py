@@ -71,6 +71,12 @@ def test_tune_runs_both_phases_and_resumes(tmp_path, monkeypatch):
     assert {r["split"] for r in val_rows} == {"validation"}  # tuning never touches the test split
     table = (out / "tuning.md").read_text()
     assert table.count("| yes |") == 3
+    by_run = {(r["method"], r["train_cfg"].get("lr"), r["method_cfg"].get("mu")): r["config"].get("selected_update") for r in val_rows}
+    for r in recs:  # each trial says which checkpoint its validation kept, so a row that is its start shows
+        want = by_run[(r["method"], r["train_cfg"].get("lr"), r["method_cfg"].get("mu"))]
+        assert r["selected_updates"] == ([] if want is None else [want])
+        if want == 0 and r["method"] != "none":
+            assert f"| {r['method']} | {r['trial']} |" in table and "0 (its start)" in table
     final = read_rows(out / "final" / "rows.jsonl")
     assert {r["split"] for r in final} == {"test"}
     assert sorted({(r["method"], r["seed"]) for r in final}) == [(m, s) for m in ("diffu_grpo", "lfpo", "none") for s in (0, 1)]
