@@ -174,9 +174,16 @@ def choose(recs: list[dict], trials: dict, shared_train: dict) -> dict[str, dict
 
 
 def tuning_table(recs: list[dict], chosen: dict) -> str:
-    lines = ["| method | trial | configuration | validation accuracy | selected update | chosen |", "|---|---|---|---|---|---|"]
+    def flat(r):
+        return {**{f"train.{k}": v for k, v in r["train_cfg"].items()}, **{f"method.{k}": v for k, v in r["method_cfg"].items()}}
+
+    cfgs = [flat(r) for r in recs]
+    # settings every trial shares (the protocol's train: section) are said once, above the table
+    shared = {k: v for k, v in (cfgs[0] if cfgs else {}).items() if all(c.get(k, object()) == v for c in cfgs)}
+    lines = ["every trial: " + (", ".join(f"{k}={v}" for k, v in sorted(shared.items())) or "(defaults)"), "",
+             "| method | trial | configuration | validation accuracy | selected update | chosen |", "|---|---|---|---|---|---|"]
     for r in sorted(recs, key=lambda r: (r["method"], r["trial"])):
-        cfg = {**{f"train.{k}": v for k, v in r["train_cfg"].items()}, **{f"method.{k}": v for k, v in r["method_cfg"].items()}}
+        cfg = {k: v for k, v in flat(r).items() if k not in shared}
         text = ", ".join(f"{k}={v}" for k, v in sorted(cfg.items())) or "(defaults)"
         mark = "yes" if chosen.get(r["method"], {}).get("trial") == r["trial"] else ""
         ups = r.get("selected_updates") or []

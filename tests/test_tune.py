@@ -71,6 +71,9 @@ def test_tune_runs_both_phases_and_resumes(tmp_path, monkeypatch):
     assert {r["split"] for r in val_rows} == {"validation"}  # tuning never touches the test split
     table = (out / "tuning.md").read_text()
     assert table.count("| yes |") == 3
+    shared_line = table.splitlines()[0]  # the protocol's shared settings once; each row only what its trial tuned
+    assert shared_line.startswith("every trial: ") and "train.updates=1" in shared_line and "train.lr" not in shared_line
+    assert "| lfpo | 1 | train.lr=0.0003 |" in table or "| lfpo | 1 | train.lr=3e-4 |" in table
     by_run = {(r["method"], r["train_cfg"].get("lr"), r["method_cfg"].get("mu")): r["config"].get("selected_update") for r in val_rows}
     for r in recs:  # each trial says which checkpoint its validation kept, so a row that is its start shows
         want = by_run[(r["method"], r["train_cfg"].get("lr"), r["method_cfg"].get("mu"))]
