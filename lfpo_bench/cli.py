@@ -342,7 +342,10 @@ def table(
     df = report.load_rows(paths, metric=metric)
     mixed = report.check_provenance(df, allow_mixed=allow_mixed or not check)
     parts = [f"{metric} (%), mean ± 95% CI half-width over problems and seeds" + ("; † significant vs " + paired_vs if paired_vs else ""),
-             report.render(report.comparison_table(df, paired_vs=paired_vs, fmt=fmt), fmt), "",
+             report.render(report.comparison_table(df, paired_vs=paired_vs, fmt=fmt), fmt)]
+    if report.tuned_note(df):
+        parts.append(report.tuned_note(df))
+    parts += ["",
              "latency (timing pass: ms per request = median of all batch-1 requests, IQR of single calls; ms per sample = median "
              "over rounds of one batch call; ≈: that median's 95% interval is wider than 11% of it, so it cannot be told from "
              "a figure 1.25x away; 1 pass: no timing pass, accuracy-pass p50)", report.render(report.latency_table(df), fmt)]
@@ -430,7 +433,9 @@ def main() -> None:
     try:
         app()  # standalone: click reports usage errors itself and exits 2
     except UserError as e:
-        err.print(f"[red]error:[/red] {e}")
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/red] {escape(str(e))}")  # messages name labels like lfpo[k=2]: not markup
         sys.exit(2)
 
 

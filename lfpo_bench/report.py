@@ -113,6 +113,50 @@ def method_label(r) -> str:
     return r["method"] + ("[" + ",".join(f"{k}={v}" for k, v in sorted(cfg.items())) + "]" if cfg else "")
 
 
+def labels(df: pd.DataFrame) -> pd.Series:
+    """Each row's method label. A tuned method whose chosen configuration differs between tasks (one choice
+    per task) is one row, ``method[tuned]``, so tables across tasks keep one line per method; ``tuned_note``
+    says what each task chose."""
+    lab = df.apply(method_label, axis=1)
+    if "chosen" not in df:
+        return lab
+    tuned = df["chosen"].apply(lambda c: isinstance(c, dict))
+    for m in set(df.loc[tuned, "method"]):
+        sel = tuned & (df["method"] == m)
+        if lab[sel].nunique() > 1 and (lab[sel].groupby(df.loc[sel, "task"]).nunique() == 1).all():
+            lab[sel] = f"{m}[tuned]"
+    return lab
+
+
+def tuned_note(df: pd.DataFrame) -> str:
+    """``tuned per task: lfpo: sudoku4 train.lr=1e-4, toy-code train.lr=1e-5; ...`` for collapsed labels."""
+    if "chosen" not in df:
+        return ""
+    lab = labels(df)
+    parts = []
+    for m in sorted({x[:-len("[tuned]")] for x in set(lab) if x.endswith("[tuned]")}):
+        sel = (lab == f"{m}[tuned]")
+        per = {t: c for t, c in zip(df.loc[sel, "task"], df.loc[sel, "chosen"])}
+        parts.append(f"{m}: " + ", ".join(f"{t} " + (",".join(f"{k}={v}" for k, v in sorted(c.items())) or "defaults")
+                                          for t, c in sorted(per.items())))
+    return ("tuned per task: " + "; ".join(parts)) if parts else ""
+
+
+def resolve_method(df: pd.DataFrame, name: str, flag: str) -> dict:
+    """{task: label} of the rows ``name`` means: a label, or a method name with one label per task."""
+    if name in set(df["method_label"]):
+        return {t: name for t in set(df["task"])}
+    sub = df[df["method"] == name]
+    if len(sub) and (sub.groupby("task")["method_label"].nunique() == 1).all():
+        return sub.groupby("task")["method_label"].first().to_dict()
+    import difflib
+
+    have = sorted(set(df["method_label"]))
+    hint = difflib.get_close_matches(name, have + sorted(set(df["method"])), n=1)
+    raise UserError(f"{flag} {name!r}: no rows of that method" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                    + f" (have: {', '.join(have)})")
+
+
 # ---- statistics --------------------------------------------------------------------------------------
 def score_matrix(group: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     """[seeds, problems] scores of one (method, task, setting) group, problems aligned by id."""
@@ -169,7 +213,7 @@ def paired_p(a: np.ndarray, b: np.ndarray) -> float:
 def summarize(df: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     """One line per (method, task, setting): mean, CI, seeds, problems, NFE, latency."""
     df = df.copy()
-    df["method_label"] = df.apply(method_label, axis=1)
+    df["method_label"] = labels(df)
     out = []
     for (m, t, s), g in df.groupby(["method_label", "task", "setting"], sort=True):
         mat, ids = score_matrix(g)
@@ -216,7 +260,8 @@ def comparison_table(df: pd.DataFrame, paired_vs: str | None = None, alpha: floa
     where the difference to ``paired_vs`` is significant at ``alpha`` on the same problems."""
     summ = summarize(df, n_boot=n_boot)
     df = df.copy()
-    df["method_label"] = df.apply(method_label, axis=1)
+    df["method_label"] = labels(df)
+    base_of = resolve_method(df, paired_vs, "--paired-vs") if paired_vs is not None else {}
     table: dict[str, dict[str, str]] = {}
     cols: list[str] = []
     groups = sorted(summ.groupby(["task", "setting"]), key=lambda kv: (kv[0][0], setting_order(kv[0][1])))
@@ -226,11 +271,11 @@ def comparison_table(df: pd.DataFrame, paired_vs: str | None = None, alpha: floa
         best = g["mean"].max()
         base = None
         if paired_vs is not None:
-            sel = df[(df.method_label == paired_vs) & (df.task == t) & (df.setting == s)]
+            sel = df[(df.method_label == base_of.get(t)) & (df.task == t) & (df.setting == s)]
             base = score_matrix(sel) if len(sel) else None
         for _, r in g.iterrows():
             mark = ""
-            if base is not None and r["method"] != paired_vs:
+            if base is not None and r["method"] != base_of.get(t):
                 mat, ids = score_matrix(df[(df.method_label == r["method"]) & (df.task == t) & (df.setting == s)])
                 bmat, bids = base
                 common = sorted(set(ids) & set(bids))
@@ -247,25 +292,20 @@ def delta_table(df: pd.DataFrame, base: str, n_boot: int = 2000, alpha: float = 
     setting): the accuracy difference in points with a 95% paired-bootstrap CI over the shared problems (each
     problem's score averaged over seeds first), and a dagger where the paired test gives p < ``alpha``."""
     df = df.copy()
-    df["method_label"] = df.apply(method_label, axis=1)
-    if base not in set(df["method_label"]):
-        import difflib
-
-        hint = difflib.get_close_matches(base, sorted(set(df["method_label"])), n=1)
-        raise UserError(f"--deltas-vs {base!r}: no rows of that method" + (f"; did you mean {hint[0]!r}?" if hint else "")
-                        + f" (have: {', '.join(sorted(set(df['method_label'])))})")
+    df["method_label"] = labels(df)
+    base_of = resolve_method(df, base, "--deltas-vs")  # a label, or a method name with one label per task
     rng = np.random.default_rng(seed)
     table: dict[str, dict[str, str]] = {}
     cols = []
     for (t, s_), g in sorted(df.groupby(["task", "setting"]), key=lambda kv: (kv[0][0], setting_order(kv[0][1]))):
         col = f"{t} {s_}"
-        b = g[g.method_label == base]
+        b = g[g.method_label == base_of.get(t)]
         if b.empty:
             continue
         cols.append(col)
         bmat, bids = score_matrix(b)
         for label, gm in g.groupby("method_label"):
-            if label == base:
+            if label == base_of.get(t):
                 continue
             mat, ids = score_matrix(gm)
             common = sorted(set(ids) & set(bids))

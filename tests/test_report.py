@@ -167,3 +167,43 @@ def test_delta_table_by_hand(tmp_path):
     assert t.loc["lfpo[ema=0.0]", "t L16/b16/s4"] == "+0.0 [+0.0, +0.0]"
     with pytest.raises(UserError, match="did you mean 'lfpo'"):
         report.delta_table(report.load_rows([p]), "lfp")
+
+
+def test_tuned_methods_keep_one_row_across_tasks_and_paired_tests_follow_each_tasks_choice(tmp_path):
+    """A tune chooses per task, so one method carries a different label in each task: the cross-task table
+    keeps one row per method, says what each task chose, and --paired-vs by method name pairs within tasks."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for task, lr in (("a", 1e-4), ("b", 1e-5)):
+        for seed in range(2):
+            r = row("m", 4, (rng.random(300) < 0.3).astype(float), seed, task=task)
+            rows.append({**r, "chosen": {"train.lr": lr}})
+            rows.append({**row("other", 4, (rng.random(300) < 0.7).astype(float), seed, task=task), "chosen": {"train.lr": 3e-5}})
+    import json
+
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    df = report.load_rows([tmp_path / "rows.jsonl"])
+    assert sorted(set(report.labels(df))) == ["m[tuned]", "other[train.lr=3e-05]"]
+    note = report.tuned_note(df)
+    assert note.startswith("tuned per task: m: ") and "a train.lr=0.0001" in note and "b train.lr=1e-05" in note
+    t = report.comparison_table(df, paired_vs="m")
+    assert list(t.index) == ["m[tuned]", "other[train.lr=3e-05]"] and not t.isna().any().any()
+    assert all("†" in t.loc["other[train.lr=3e-05]", c] for c in t.columns)  # 0.7 vs 0.3 on 600 pairs per task
+    assert not any("†" in t.loc["m[tuned]", c] for c in t.columns)
+    with pytest.raises(UserError, match="did you mean 'other'"):
+        report.comparison_table(df, paired_vs="othr")
+    assert not report.delta_table(df, "m").empty  # the ablation view accepts the method name too
+
+
+def test_cli_errors_print_bracketed_labels_verbatim(tmp_path):
+    """Error text is not console markup: a label such as lfpo[k=2] must reach the user whole."""
+    import json
+    import subprocess
+    import sys
+
+    p = tmp_path / "rows.jsonl"
+    p.write_text(json.dumps({**row("lfpo", 4, [1.0, 0.0]), "method_cfg": {"k": 2}}) + "\n")
+
+    out = subprocess.run([sys.executable, "-c", "from lfpo_bench.cli import main; main()", "table", str(p), "--paired-vs", "lfpo[k=3]"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "lfpo[k=2]" in out.stderr and "lfpo[k=3]" in out.stderr, out.stderr

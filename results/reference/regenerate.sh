@@ -58,5 +58,6 @@ PY
 done
 if [ -d "$out/fair-sudoku4/final" ] && [ -d "$out/fair-countdown3-mini/final" ] && [ -d "$out/fair-toy-code/final" ]; then
   lfpo-bench table "$out"/fair-*/final --paired-vs none --out "$out/table.md" > /dev/null
-  echo "combined table: $out/table.md"
+  lfpo-bench table "$out"/fair-*/final --paired-vs lfpo --out "$out/table-vs-lfpo.md" > /dev/null
+  echo "combined tables: $out/table.md (paired tests against none), $out/table-vs-lfpo.md (against LFPO)"
 fi
