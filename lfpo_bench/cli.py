@@ -343,8 +343,9 @@ def table(
     mixed = report.check_provenance(df, allow_mixed=allow_mixed or not check)
     parts = [f"{metric} (%), mean ± 95% CI half-width over problems and seeds" + ("; † significant vs " + paired_vs if paired_vs else ""),
              report.render(report.comparison_table(df, paired_vs=paired_vs, fmt=fmt), fmt)]
-    if report.tuned_note(df):
-        parts.append(report.tuned_note(df))
+    note = report.tuned_note(df)  # what each task chose, for methods shown as method[tuned]
+    if note:
+        parts.append(note)
     parts += ["",
              "latency (timing pass: ms per request = median of all batch-1 requests, IQR of single calls; ms per sample = median "
              "over rounds of one batch call; ≈: that median's 95% interval is wider than 11% of it, so it cannot be told from "
