@@ -135,7 +135,7 @@ def forward_rows(lm, cfg, peak, n_params):
     with torch.no_grad():
         for B in (1, 8):
             x = torch.randint(0, 100, (B, 512), device=DEV)
-            ms = cuda_ms(lambda: lm(x, torch.ones_like(x)), reps=5)
+            ms = cuda_ms(lambda: lm(x, torch.ones_like(x)), reps=5)  # noqa: B023 - called within this iteration
             flops = 2 * n_params * B * 512 + 4 * cfg.n_layers * B * 512 * 512 * cfg.d_model
             tf = flops / (ms / 1e3) / 1e12
             ROWS.append((f"forward B={B} x 512", f"{ms:.1f} ms, {tf:.0f} TFLOP/s ({100 * tf / peak:.0f}% of peak)"))
@@ -178,14 +178,14 @@ def generation_rows(lm):
         for steps in (64, 128, 256):
             base = None
             for cache in (False, True):
-                ms = cuda_ms(lambda: generate(lm, prompt, am, gen_length=256, steps=steps, block_length=32, use_cache=cache), reps=1, warmup=0)
+                ms = cuda_ms(lambda: generate(lm, prompt, am, gen_length=256, steps=steps, block_length=32, use_cache=cache), reps=1, warmup=0)  # noqa: B023 - called within this iteration
                 note = f"{ms / base:.2f}x of no-cache" if base else ""
                 base = base or ms
                 ROWS.append((f"generate L=256 b=32 steps={steps} cache={'on' if cache else 'off'}", f"{ms:.0f} ms ({steps} NFE) {note}".rstrip()))
         prompt8 = torch.randint(0, 100, (8, 64), device=DEV)
         for cache in (False, True):  # a batch of 8 is compute-bound: there the cache's saving shows
             ms = cuda_ms(lambda: generate(lm, prompt8, torch.ones_like(prompt8), gen_length=256, steps=64, block_length=32,
-                                          use_cache=cache), reps=1, warmup=0)
+                                          use_cache=cache), reps=1, warmup=0)  # noqa: B023 - called within this iteration
             ROWS.append((f"generate B=8 L=256 b=32 steps=64 cache={'on' if cache else 'off'}", f"{ms:.0f} ms (64 NFE)"))
         out = {}
         ms = cuda_ms(lambda: out.setdefault("g", generate(lm, prompt, am, gen_length=256, steps=256, block_length=32, threshold=0.9)), reps=1, warmup=0)
@@ -241,9 +241,9 @@ def rollout_rows(lm):
                                  ("merge (restored exactly)", dict(rollout_lora="merge"), False),
                                  ("merge + prefix cache", dict(rollout_lora="merge"), True)):
             def run():
-                with fast_rollout(lm, TrainConfig(**kw)):
+                with fast_rollout(lm, TrainConfig(**kw)):  # noqa: B023 - called within this iteration
                     return generate(lm, prompt, am, gen_length=256, steps=steps, block_length=32, temperature=1.0,
-                                    remasking="random", use_cache=cache, generator=torch.Generator(device=DEV).manual_seed(0))
+                                    remasking="random", use_cache=cache, generator=torch.Generator(device=DEV).manual_seed(0))  # noqa: B023 - called within this iteration
             ms = cuda_ms(run, reps=1, warmup=0)
             ROWS.append((f"rollout step, {label}", f"{ms / steps:.1f} ms = {ms / steps / bare:.2f}x bare forward"))
     lm.train()
@@ -309,7 +309,7 @@ def dream_rows():
     with torch.no_grad():
         for B in (1, 8):
             x = torch.randint(0, 100, (B, 512), device=DEV)
-            ms = cuda_ms(lambda: lm(x, torch.ones_like(x)), reps=5)
+            ms = cuda_ms(lambda: lm(x, torch.ones_like(x)), reps=5)  # noqa: B023 - called within this iteration
             ROWS.append((f"Dream forward B={B} x 512", f"{ms:.1f} ms"))
         alone = torch.randint(0, 100, (1, 48), generator=g).to(DEV)
         other = torch.randint(0, 100, (1, 64), generator=g).to(DEV)

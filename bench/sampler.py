@@ -89,9 +89,9 @@ def bench_model(name, lm, prompt_len, L, block, steps, batches, reps, temperatur
         am = torch.ones_like(prompt)
         x_full = torch.cat([prompt, torch.full((B, L), lm.mask_id)], 1)
         kw = dict(gen_length=L, steps=steps, block_length=block, temperature=temperature)
-        fwd = lambda: [lm(x_full, torch.ones_like(x_full)) for _ in range(steps)]  # noqa: E731 - the floor: NFE forwards
-        ours = lambda: generate(lm, prompt, am, generator=torch.Generator().manual_seed(1), **kw)  # noqa: E731
-        ref = lambda: reference_generate(lm, prompt, L, steps, block, temperature)  # noqa: E731
+        fwd = lambda: [lm(x_full, torch.ones_like(x_full)) for _ in range(steps)]  # noqa: E731, B023 (called at once) - the floor: NFE forwards
+        ours = lambda: generate(lm, prompt, am, generator=torch.Generator().manual_seed(1), **kw)  # noqa: E731, B023 (called at once)
+        ref = lambda: reference_generate(lm, prompt, L, steps, block, temperature)  # noqa: E731, B023 (called at once)
         with torch.no_grad():
             # interleaved: each repetition times floor, ours and reference back to back, so drifts in machine
             # load hit all three alike; medians over repetitions

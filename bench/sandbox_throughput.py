@@ -72,8 +72,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="best of N runs for each column")
     ap.add_argument("--plus-file", default=None)
     args = ap.parse_args()
-    from lfpo_bench.sandbox import bwrap_available
     from lfpo_bench.tasks.humaneval import _package_humaneval
+
+    from lfpo_bench.sandbox import bwrap_available
 
     problems = _package_humaneval()
     plus = Path(args.plus_file or Path(os.environ.get("LFPO_BENCH_DATA_DIR", ".")) / "humanevalplus_v0.1.10.jsonl")

@@ -71,7 +71,8 @@ def pretrain(
     out: Optional[str] = typer.Option(None, help="checkpoint folder (default: the cache, used by --model tiny)"),
 ) -> None:
     """Pretrain the built-in tiny model with the masked-diffusion SFT objective."""
-    from .pretrain import checkpoint_path, default_config, pretrain as work, with_overrides
+    from .pretrain import checkpoint_path, default_config, with_overrides
+    from .pretrain import pretrain as work
 
     cfg = with_overrides(default_config(task), steps=steps, seed=seed)
     path = out or checkpoint_path(cfg)
@@ -192,7 +193,8 @@ def run(
     timing_batch: Optional[int] = TIMING_BATCH,
 ) -> None:
     """Evaluate the starting policy, train one method, evaluate the selected checkpoint, print before/after."""
-    from .run import RunArgs, run as work
+    from .run import RunArgs
+    from .run import run as work
 
     res = work(RunArgs(method=method, task=task, model=model, updates=updates, config=config, sets=set_, seed=seed,
                        eval_steps=_ints(steps, "--steps"), thresholds=_floats(threshold, "--threshold"), eval_limit=limit,

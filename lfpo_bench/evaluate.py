@@ -9,7 +9,6 @@ the whole generated canvas (``gen_length`` per sample). Use ``--batch-size 1`` f
 from __future__ import annotations
 
 import difflib
-
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone

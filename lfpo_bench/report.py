@@ -371,8 +371,7 @@ def equal_accuracy(df: pd.DataFrame, target: float, baseline: str | None = None)
     if baseline is not None and len(out):
         base = out[out.method == baseline].set_index("task")
         for col in ("nfe", "ms", "ms_sample"):
-            out[f"{col}_ratio"] = out.apply(lambda r: r[col] / base[col].get(r["task"], np.nan) if r["task"] in base.index else np.nan,
-                                            axis=1)
+            out[f"{col}_ratio"] = out[col] / out["task"].map(base[col]).astype(float)
     return out
 
 

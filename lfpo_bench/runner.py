@@ -81,7 +81,6 @@ def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path, bool]:
     rank 0 alone writes rows and samples."""
     from .distributed import world
     from .models.loader import load_model
-
     from .results import check_output_file
 
     check_positive(**{"--n-samples": a.n_samples, "--batch-size": a.batch_size, "--limit": a.limit})

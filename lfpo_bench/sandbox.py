@@ -269,7 +269,7 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> b
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise socket.timeout("deadline passed")
+                raise TimeoutError("deadline passed")
             sock.settimeout(left)
         chunk = sock.recv(min(n - len(buf), 1 << 20))
         if not chunk:
@@ -302,7 +302,7 @@ class Session:
             if msg is not None:
                 _send(self.chan, msg)
             return _recv(self.chan, self.deadline)
-        except socket.timeout:
+        except TimeoutError:
             raise CandidateTimeout("deadline passed") from None
         except (EOFError, OSError, ValueError, RecursionError, struct.error) as e:
             raise CandidateCrashed(f"candidate process ended or broke the protocol ({type(e).__name__})") from None

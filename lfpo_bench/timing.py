@@ -57,7 +57,7 @@ class TimingConfig:
     batch_size: int | None = None  # throughput batch (default: the evaluation batch size, at most the split size)
     interleave: str = "auto"  # sweeps: one schedule for all cells ("sweep"), per cell ("cell"), or "auto" (by memory)
 
-    def check(self) -> "TimingConfig":
+    def check(self) -> TimingConfig:
         for name in ("reps", "warmup", "prompts", "batch_size"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (0 if name in ("reps", "warmup") else 1)):

@@ -16,8 +16,8 @@ from lfpo_bench.code_task import CodeTask
 from lfpo_bench.codeexec import build_program, humaneval_check, plus_check
 from lfpo_bench.data import Source, load_split, require, url_source
 from lfpo_bench.registry import TASKS
-from lfpo_bench.task import LLADA_TRAIN
 from lfpo_bench.sandbox import Job
+from lfpo_bench.task import LLADA_TRAIN
 from lfpo_bench.types import Example
 
 PLUS_URL = "https://github.com/evalplus/humanevalplus_release/releases/download/v0.1.10/HumanEvalPlus.jsonl.gz"

@@ -12,8 +12,8 @@ from lfpo_bench.code_task import CodeTask
 from lfpo_bench.codeexec import defined_names, extract_code, mbpp_check, plus_check, sanitize
 from lfpo_bench.data import load_split, require, url_source
 from lfpo_bench.registry import TASKS
-from lfpo_bench.task import LLADA_TRAIN
 from lfpo_bench.sandbox import Job
+from lfpo_bench.task import LLADA_TRAIN
 from lfpo_bench.types import Example
 
 MBPP_URL = "https://raw.githubusercontent.com/google-research/google-research/master/mbpp/mbpp.jsonl"

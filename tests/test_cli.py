@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from lfpo_bench import cli
@@ -41,10 +42,9 @@ def test_bad_step_list_is_a_user_error():
 
 def test_main_prints_user_errors_without_a_traceback(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["lfpo-bench", "eval", "--task", "sudok"])
-    try:
+    with pytest.raises(SystemExit) as e:
         cli.main()
-    except SystemExit as e:
-        assert e.code == 2
+    assert e.value.code == 2
     err = capsys.readouterr().err
     assert "did you mean" in err and "Traceback" not in err
 

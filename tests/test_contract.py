@@ -117,13 +117,22 @@ def test_contract_loss_is_finite_differentiable_with_float_metrics(lm, plugin_sp
 
 
 def test_contract_equal_rewards_give_zero_policy_gradient(lm, plugin_spec):
+    ran = []
     for name in rl_methods(plugin_spec):
         method, ctx = setup(lm, name, zero_kl=True)
+        batch = batch_for(lm, [0.5, 0.5, 1.0, 1.0], 2)
+        kept = method.keep_groups(batch.rewards, batch.group_size)
+        if not bool(kept.any()):  # the method drops zero-signal groups: the trainer then runs no loss at all
+            assert run_loss(method, ctx, batch) == (None, {}), name
+            continue
         lm.module.zero_grad()
-        loss, _ = run_loss(method, ctx, batch_for(lm, [0.5, 0.5, 1.0, 1.0], 2))
+        loss, _ = run_loss(method, ctx, batch)
+        assert loss is not None, f"{name}: kept groups but ran no loss"
         grads = [p.grad for p in lm.module.parameters() if p.grad is not None]
         total = sum(float(g.abs().sum()) for g in grads)
         assert total < 1e-7, f"{name}: gradient {total} with all-equal rewards"
+        ran.append(name)
+    assert "diffu_grpo" in ran and any(n.endswith(":Reinforce") for n in ran), ran  # the loss itself was checked, not only the filter
 
 
 def test_contract_one_update_raises_the_positive_samples_likelihood(lm, plugin_spec):
@@ -132,14 +141,14 @@ def test_contract_one_update_raises_the_positive_samples_likelihood(lm, plugin_s
         method, ctx = setup(lm, name, zero_kl=True, a_max=0.25, acc_low=0.0, acc_high=1.0)
         batch = batch_for(lm, [1.0, 0.0, 1.0, 0.0], 2)
 
-        def proxy():
+        def proxy(batch=batch):
             with torch.no_grad():
                 return one_step_logps(lm, batch.prompt_ids[:1], batch.prompt_mask[:1], batch.completion_ids[:1],
                                       mask_id=lm.mask_id, p_mask_prompt=0.0, gen=torch.Generator()).sum().item()
 
         mbs, states = prepared(method, ctx, batch)  # old/ref quantities fixed before the step, as in training
 
-        def own_loss():
+        def own_loss(method=method, ctx=ctx, mbs=mbs, states=states):
             lm.module.zero_grad()
             return accumulate(method, ctx, mbs, states, 0)[0]
 

@@ -6,7 +6,14 @@ import itertools
 
 import torch
 
-from lfpo_bench.gradcheck import GradcheckConfig, cosine, flat_grad, method_gradients, reinforce_gradient, sample_trajectories
+from lfpo_bench.gradcheck import (
+    GradcheckConfig,
+    cosine,
+    flat_grad,
+    method_gradients,
+    reinforce_gradient,
+    sample_trajectories,
+)
 from lfpo_bench.likelihood import trajectory_logps
 from lfpo_bench.models.loader import new_tiny
 from lfpo_bench.task import Scored, Task

@@ -44,6 +44,13 @@ def test_a_missing_default_model_is_trained_on_first_use_and_then_reused(monkeyp
 
 
 def test_pretrain_config_key_changes_with_any_field():
+    import dataclasses
+
     a = pt.PretrainConfig()
     assert a.key() == pt.PretrainConfig().key()
-    assert a.key() != pt.PretrainConfig(steps=a.steps + 1).key()
+    keys = {a.key()}
+    for f in dataclasses.fields(a):
+        v = getattr(a, f.name)
+        other = v + "-x" if isinstance(v, str) else v * 2 + 1
+        keys.add(dataclasses.replace(a, **{f.name: type(v)(other)}).key())
+    assert len(keys) == len(dataclasses.fields(a)) + 1  # every field, changed alone, gives a new key

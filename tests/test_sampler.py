@@ -35,7 +35,7 @@ def test_commit_counts_follow_the_schedule_and_nothing_is_remasked(fake_lm):
     g = generate(fake_lm, torch.tensor([[5, 6, 7]] * 2), gen_length=L, steps=6, block_length=4, record_trajectory=True)
     assert g.nfe == 6 and len(fake_lm.calls) == 6
     prev = None
-    for s, x in enumerate(fake_lm.calls):
+    for x in fake_lm.calls:
         comp = x[:, P:]
         if prev is not None:
             was_clean = prev != fake_lm.mask_id

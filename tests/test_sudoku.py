@@ -1,8 +1,8 @@
 """sudoku4 / sudoku: grid enumeration, leak-free split, unique puzzles, extraction and scoring, d1/SPG files."""
 
 import pytest
-
 from lfpo_bench.tasks.sudoku import Sudoku, Sudoku4, all_grids, grid_split, n_solutions
+
 from lfpo_bench.types import Example, UserError
 
 

@@ -65,7 +65,7 @@ def test_gsm8k_extraction_order_and_normalisation():
     assert extract_answer("x = 3 ... so \\boxed{1,000} and then 7") == 1000
     assert extract_answer("<answer>$42.</answer> 13") == 42
     assert extract_answer("it costs 5 then 12.50 dollars") == Fraction(25, 2)
-    assert extract_answer("\\boxed{\\frac{1}{2}}") is not None
+    assert extract_answer("\\boxed{\\frac{1}{2}}") == Fraction(1, 2)
     assert extract_answer("no digits") is None
     t = TASKS.get("gsm8k")()
     ex = Example("x", "q", {"gold": "1000", "solution": "... #### 1000"})

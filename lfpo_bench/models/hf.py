@@ -223,9 +223,9 @@ def load_hf(spec: str, model_type: str | None, device="cpu", dtype=None, load_in
         module, info = LLaDAModelLM.from_pretrained(path, config=config, dtype=dtype, output_loading_info=True, **qkw)
         cls = CachedDiffusionLM
     else:
-        from .dream import DreamConfig, DreamLM, check_supported
-
         import json
+
+        from .dream import DreamConfig, DreamLM, check_supported
 
         check_supported(json.loads((path / "config.json").read_text()))
         config = DreamConfig.from_pretrained(path)
