@@ -44,7 +44,6 @@ class CoupledGRPOConfig:
 class CoupledGRPO(Method):
     """coupled-GRPO (DiffuCoder): complementary-mask log-prob, token PPO clip, RLOO."""
 
-    name = "coupled_grpo"
     Config = CoupledGRPOConfig
 
     def advantages(self, rewards, G):

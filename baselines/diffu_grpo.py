@@ -40,12 +40,9 @@ class DiffuGRPOConfig:
 class DiffuGRPO(Method):
     """diffu-GRPO (d1): one-step masked log-prob proxy, token PPO clip, k3 KL."""
 
-    name = "diffu_grpo"
     Config = DiffuGRPOConfig
 
-    @classmethod
-    def task_defaults(cls, task: str) -> dict:
-        return {"mu": 8} if task.startswith(("countdown", "sudoku")) else {}
+    defaults_by_family = {"countdown": {"mu": 8}, "sudoku": {"mu": 8}}  # d1's countdown and sudoku scripts
 
     def _logps(self, ctx, mb, it, m):
         return one_step_logps(ctx.policy, mb.prompt_ids, mb.prompt_mask, mb.completion_ids, mask_id=mb.mask_id,

@@ -48,12 +48,9 @@ def espo_objective(elbo, old, ref, adv, L: int, eps: float, kl_beta: float):
 class ESPO(Method):
     """ESPO: sequence-level ratio of ELBOs, clipped, with k2 KL."""
 
-    name = "espo"
     Config = ESPOConfig
 
-    @classmethod
-    def task_defaults(cls, task: str) -> dict:
-        return {"kl_beta": 1e-2} if task.startswith("sudoku") else {}
+    defaults_by_family = {"sudoku": {"kl_beta": 1e-2}}  # ESPO's sudoku script
 
     def advantages(self, rewards, G):
         return rloo(rewards, G)

@@ -21,7 +21,6 @@ class NoneConfig:
 class NoTraining(Method):
     """No training: evaluate the starting policy."""
 
-    name = "none"
     Config = NoneConfig
     needs_rollouts = False
     trains = False

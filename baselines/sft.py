@@ -27,7 +27,6 @@ class SFTConfig:
 class SFT(Method):
     """SFT-only control: masked-diffusion SFT on reference completions, no RL."""
 
-    name = "sft"
     Config = SFTConfig
     needs_rollouts = False
 

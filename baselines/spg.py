@@ -53,12 +53,9 @@ def spg_objective(adv: torch.Tensor, elbo: torch.Tensor, eubo: torch.Tensor, len
 class SPG(Method):
     """SPG: ELBO for positive, EUBO/ELBO mixture for negative advantages."""
 
-    name = "spg"
     Config = SPGConfig
 
-    @classmethod
-    def task_defaults(cls, task: str) -> dict:
-        return {"beta_eubo": 1.0} if task.startswith("sudoku") else {}
+    defaults_by_family = {"sudoku": {"beta_eubo": 1.0}}  # SPG's sudoku script
 
     def loss(self, ctx, mb, state, it, m, chunk=0):
         c = self.cfg

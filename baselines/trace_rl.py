@@ -54,7 +54,6 @@ class TraceRLConfig:
 class TraceRL(Method):
     """TraceRL: PPO on the replayed decoding trajectory."""
 
-    name = "trace_rl"
     Config = TraceRLConfig
     uses_ref = False  # its KL is against the old (rollout-time) policy, kept in ``prepare``
 

@@ -42,7 +42,6 @@ def wd1_coefficients(adv: torch.Tensor, G: int) -> torch.Tensor:
 class WD1(Method):
     """wd1: softmax-weighted positive/negative log-likelihood proxy, no ratio or KL."""
 
-    name = "wd1"
     Config = WD1Config
 
     def on_batch(self, batch) -> None:

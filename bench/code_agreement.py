@@ -37,7 +37,7 @@ def mutants(code: str) -> list[tuple[str, str]]:
 
 
 def ours(task_name: str, examples, programs: list[tuple[object, str]]) -> list[bool]:
-    from lfpo_bench.runner import make_task
+    from lfpo_bench.config import make_task
 
     task = make_task(task_name)
     jobs = [task.job(e, code, task.timeout_for(e)) for e, code in programs]
@@ -89,7 +89,7 @@ def evalplus_verdicts(dataset: str, programs, workers: int) -> list[bool]:
 
 
 def compare(name: str, task_name: str, reference, limit: int | None, workers: int) -> None:
-    from lfpo_bench.runner import make_task
+    from lfpo_bench.config import make_task
 
     task = make_task(task_name)
     exs = task.load("test")[:limit]

@@ -37,7 +37,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-
+from lfpo_bench.decoding import Decoding  # noqa: E402 - after the source tree is on the path
 
 SMOKE = os.environ.get("GPU_CHECK_SMOKE") == "1"  # tiny shapes on the CPU: checks the script, measures nothing
 DEV = torch.device("cpu" if SMOKE else "cuda")
@@ -160,8 +160,8 @@ def correctness_rows(lm):
         ROWS.append(("left-padded vs alone (bf16)", f"max |logit diff| {diff:.3g}, argmax agreement {100 * agree:.1f}%"))
         prompt = torch.randint(0, 100, (2, 64), generator=g).to(DEV)
         pam = torch.ones_like(prompt)
-        a = generate(lm, prompt, pam, gen_length=64, steps=32, block_length=32, use_cache=False).completion
-        b = generate(lm, prompt, pam, gen_length=64, steps=32, block_length=32, use_cache=True).completion
+        a = generate(lm, prompt, pam, Decoding(gen_length=64, steps=32, block_length=32, use_cache=False)).completion
+        b = generate(lm, prompt, pam, Decoding(gen_length=64, steps=32, block_length=32, use_cache=True)).completion
         first = (a[:, :32] == b[:, :32]).float().mean().item()
         ROWS.append(("KV cache vs full, greedy (bf16)", f"token agreement {100 * (a == b).float().mean().item():.1f}% "
                      f"(first block {100 * first:.1f}%)"))
@@ -174,21 +174,20 @@ def generation_rows(lm):
     prompt = torch.randint(0, 100, (1, 64), device=DEV)
     am = torch.ones_like(prompt)
     with torch.no_grad():
-        generate(lm, prompt, am, gen_length=256, steps=64, block_length=32, use_cache=True)  # warm-up, both paths
+        generate(lm, prompt, am, Decoding(gen_length=256, steps=64, block_length=32, use_cache=True))  # warm-up, both paths
         for steps in (64, 128, 256):
             base = None
             for cache in (False, True):
-                ms = cuda_ms(lambda: generate(lm, prompt, am, gen_length=256, steps=steps, block_length=32, use_cache=cache), reps=1, warmup=0)  # noqa: B023 - called within this iteration
+                ms = cuda_ms(lambda: generate(lm, prompt, am, Decoding(gen_length=256, steps=steps, block_length=32, use_cache=cache)), reps=1, warmup=0)  # noqa: B023 - called within this iteration
                 note = f"{ms / base:.2f}x of no-cache" if base else ""
                 base = base or ms
                 ROWS.append((f"generate L=256 b=32 steps={steps} cache={'on' if cache else 'off'}", f"{ms:.0f} ms ({steps} NFE) {note}".rstrip()))
         prompt8 = torch.randint(0, 100, (8, 64), device=DEV)
         for cache in (False, True):  # a batch of 8 is compute-bound: there the cache's saving shows
-            ms = cuda_ms(lambda: generate(lm, prompt8, torch.ones_like(prompt8), gen_length=256, steps=64, block_length=32,
-                                          use_cache=cache), reps=1, warmup=0)  # noqa: B023 - called within this iteration
+            ms = cuda_ms(lambda: generate(lm, prompt8, torch.ones_like(prompt8), Decoding(gen_length=256, steps=64, block_length=32, use_cache=cache)), reps=1, warmup=0)  # noqa: B023 - called within this iteration
             ROWS.append((f"generate B=8 L=256 b=32 steps=64 cache={'on' if cache else 'off'}", f"{ms:.0f} ms (64 NFE)"))
         out = {}
-        ms = cuda_ms(lambda: out.setdefault("g", generate(lm, prompt, am, gen_length=256, steps=256, block_length=32, threshold=0.9)), reps=1, warmup=0)
+        ms = cuda_ms(lambda: out.setdefault("g", generate(lm, prompt, am, Decoding(gen_length=256, steps=256, block_length=32, threshold=0.9))), reps=1, warmup=0)
         ROWS.append(("generate L=256 b=32 threshold=0.9", f"{ms:.0f} ms ({out['g'].nfe} NFE; random weights are never confident)"))
 
 
@@ -234,7 +233,7 @@ def rollout_rows(lm):
             bare = cuda_ms(lambda: lm(x, torch.ones_like(x)), reps=10, warmup=2)
         ROWS.append(("bare bf16 forward B=6 x 320 (no adapters)", f"{bare:.1f} ms"))
         steps = 16 if SMOKE else 128
-        generate(lm, prompt, am, gen_length=256, steps=8, block_length=32)  # warm the B=6 shapes once
+        generate(lm, prompt, am, Decoding(gen_length=256, steps=8, block_length=32))  # warm the B=6 shapes once
         for label, kw, cache in (("plain peft", dict(rollout_lora="plain"), False),
                                  ("plain + tf32", dict(rollout_lora="plain", rollout_tf32=True), False),
                                  ("bf16 autocast", dict(rollout_lora="bf16"), False),
@@ -242,8 +241,7 @@ def rollout_rows(lm):
                                  ("merge + prefix cache", dict(rollout_lora="merge"), True)):
             def run():
                 with fast_rollout(lm, TrainConfig(**kw)):  # noqa: B023 - called within this iteration
-                    return generate(lm, prompt, am, gen_length=256, steps=steps, block_length=32, temperature=1.0,
-                                    remasking="random", use_cache=cache, generator=torch.Generator(device=DEV).manual_seed(0))  # noqa: B023 - called within this iteration
+                    return generate(lm, prompt, am, Decoding(gen_length=256, steps=steps, block_length=32, temperature=1.0, remasking="random", use_cache=cache), generator=torch.Generator(device=DEV).manual_seed(0))  # noqa: B023 - called within this iteration
             ms = cuda_ms(run, reps=1, warmup=0)
             ROWS.append((f"rollout step, {label}", f"{ms / steps:.1f} ms = {ms / steps / bare:.2f}x bare forward"))
     lm.train()
@@ -322,7 +320,7 @@ def dream_rows():
                      f"argmax agreement {100 * (la.argmax(-1) == lb.argmax(-1)).float().mean().item():.1f}%"))
         prompt = torch.randint(0, 100, (1, 64), device=DEV)
         kw = dict(gen_length=256, steps=256, block_length=256, temperature=0.2, top_p=0.95, remasking="entropy", schedule="dream")
-        ms = cuda_ms(lambda: generate(lm, prompt, torch.ones_like(prompt), generator=torch.Generator(device=DEV).manual_seed(0), **kw),
+        ms = cuda_ms(lambda: generate(lm, prompt, torch.ones_like(prompt), Decoding(**kw), generator=torch.Generator(device=DEV).manual_seed(0)),
                      reps=1, warmup=1)
         ROWS.append(("Dream generate L=256 steps=256 (its own rule)", f"{ms:.0f} ms (256 NFE)"))
 

@@ -12,6 +12,8 @@ import sys
 
 import torch
 
+from lfpo_bench.decoding import Decoding
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu_check as gc  # noqa: E402
 
@@ -32,8 +34,7 @@ def main() -> None:
         return [torch.Generator(device=dev).manual_seed(i) for i in range(6)]
 
     def roll():
-        return generate(lm, ids, am, gen_length=256, steps=steps, block_length=32, temperature=1.0, generator=gens(),
-                        record_trajectory=True)
+        return generate(lm, ids, am, Decoding(gen_length=256, steps=steps, block_length=32, temperature=1.0), generator=gens(), record_trajectory=True)
 
     rows = []
     with torch.no_grad():

@@ -34,9 +34,9 @@ def main() -> None:
 
     import yaml
 
+    from lfpo_bench.config import make_task
     from lfpo_bench.models.loader import load_model, save_model
     from lfpo_bench.report import load_rows, setting_order
-    from lfpo_bench.runner import make_task
     from lfpo_bench.sweep import sweep
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lfpo_bench.decoding import Decoding
 from lfpo_bench.models.loader import new_tiny
 from lfpo_bench.sampler import generate
 
@@ -90,7 +91,7 @@ def bench_model(name, lm, prompt_len, L, block, steps, batches, reps, temperatur
         x_full = torch.cat([prompt, torch.full((B, L), lm.mask_id)], 1)
         kw = dict(gen_length=L, steps=steps, block_length=block, temperature=temperature)
         fwd = lambda: [lm(x_full, torch.ones_like(x_full)) for _ in range(steps)]  # noqa: E731, B023 (called at once) - the floor: NFE forwards
-        ours = lambda: generate(lm, prompt, am, generator=torch.Generator().manual_seed(1), **kw)  # noqa: E731, B023 (called at once)
+        ours = lambda: generate(lm, prompt, am, Decoding(**kw), generator=torch.Generator().manual_seed(1))  # noqa: E731, B023 (called at once)
         ref = lambda: reference_generate(lm, prompt, L, steps, block, temperature)  # noqa: E731, B023 (called at once)
         with torch.no_grad():
             # interleaved: each repetition times floor, ours and reference back to back, so drifts in machine

@@ -17,7 +17,7 @@ import tempfile
 
 from lfpo_bench.models.loader import load_model
 from lfpo_bench.registry import METHODS
-from lfpo_bench.run import RunArgs, resolve
+from lfpo_bench.train_job import RunArgs, resolve
 from lfpo_bench.trainer import Trainer
 
 

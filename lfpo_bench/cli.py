@@ -37,6 +37,51 @@ def _floats(s: Optional[str], name: str) -> list[float]:
         raise UserError(f"{name} takes comma-separated numbers, e.g. 0.9,0.95; got {s!r}") from None
 
 
+def decoding_options(fn):
+    """Add one CLI option per ``DecodingSpec`` field (flag and help from the field) to a command, and pass the
+    command a validated ``decoding=DecodingSpec(...)``: the options are derived from the dataclass, not restated."""
+    import functools
+    import inspect
+    from dataclasses import fields
+
+    from .decoding import DecodingSpec
+
+    py_type = {"int": int, "float": float, "str": str, "bool": bool}
+    extra = []
+    for f in fields(DecodingSpec):
+        kind, flag, help_ = f.metadata["kind"], f.metadata["flag"], f.metadata["help"]
+        if kind == "list":
+            ann, opt = Optional[str], typer.Option(None, flag, help=help_)
+        elif kind == "flag":
+            ann, opt = bool, typer.Option(f.default, f"{flag}/--no-{flag[2:]}", help=help_)
+        elif kind == "tristate":
+            ann, opt = Optional[bool], typer.Option(None, f"{flag}/--no-{flag[2:]}", help=help_)
+        else:
+            base = str(f.type).split("|")[0].strip()
+            ann = Optional[py_type[base]] if f.default is None else py_type[base]
+            opt = typer.Option(f.default, flag, help=help_)
+        extra.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann))
+    names = [p.name for p in extra]
+    sig = inspect.signature(fn, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "decoding"]
+
+    @functools.wraps(fn)
+    def wrapper(**kw):
+        given = {n: kw.pop(n) for n in names}
+        lists = {f.name: f.metadata["flag"] for f in fields(DecodingSpec) if f.metadata["kind"] == "list"}
+        for n, flag in lists.items():
+            raw = given[n]
+            if raw is not None and not raw.replace(",", "").strip():
+                raise UserError(f"{flag} {raw!r}: empty; give values such as {'0.9' if n == 'thresholds' else '2,4,8'} or omit it")
+            given[n] = (_floats if n == "thresholds" else _ints)(raw, flag)
+        return fn(decoding=DecodingSpec(**given), **kw)
+
+    del wrapper.__wrapped__  # typer must see the wrapper's signature, not fn's
+    wrapper.__signature__ = sig.replace(parameters=own + extra)
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+    return wrapper
+
+
 @app.command("list")
 def list_cmd() -> None:
     """List tasks (with data source and default settings) and methods (built-in and plugins)."""
@@ -119,27 +164,12 @@ TIMING_BATCH = typer.Option(None, "--timing-batch", help="timing pass: throughpu
 
 
 @app.command("eval")
+@decoding_options
 def eval_cmd(
+    decoding=None,
     task: str = typer.Option(..., help="task name (see `lfpo-bench list`)"),
     model: Optional[str] = typer.Option(None, help="tiny | tiny:<task> | checkpoint folder | hub id (default: the task's)"),
     split: Optional[str] = typer.Option(None, help="split to evaluate (default: the task's eval split)"),
-    gen_length: Optional[int] = typer.Option(None, help="generated tokens L (default: the task's)"),
-    steps: Optional[str] = typer.Option(None, help="comma-separated step counts, e.g. 2,4,8,16"),
-    block_length: Optional[int] = typer.Option(None, help="semi-autoregressive block length"),
-    threshold: Optional[str] = typer.Option(None, help="also decode with confidence threshold(s), e.g. 0.9"),
-    temperature: Optional[float] = typer.Option(None, help="0 = greedy (default: the model family's rule; greedy for LLaDA and tiny)"),
-    remasking: Optional[str] = typer.Option(None, help="confidence rule: low_confidence | random | maskgit_plus | topk_margin | entropy "
-                                            "(default: the family's; Dream/DiffuCoder: entropy)"),
-    schedule: Optional[str] = typer.Option(None, help="tokens per step: even (LLaDA) | dream (default: the family's)"),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="nucleus filtering before x0 is drawn (default: the family's)"),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="top-k filtering before x0 is drawn"),
-    logits_eos_inf: Optional[bool] = typer.Option(None, "--logits-eos-inf/--no-logits-eos-inf",
-                                                  help="never draw EOS (LLaDA's HumanEval setting)"),
-    confidence_eos_eot_inf: Optional[bool] = typer.Option(None, "--confidence-eos-eot-inf/--no-confidence-eos-eot-inf",
-                                                          help="end tokens get confidence 0 (LLaDA's GSM8K-512/Math/MBPP setting)"),
-    cfg: float = typer.Option(0.0, help="classifier-free guidance scale"),
-    use_cache: bool = typer.Option(False, help="prefix KV cache, recomputed once per block (approximate)"),
-    stop_at_eos: bool = typer.Option(False, help="stop once every sample has ended with EOS"),
     seed: int = typer.Option(0, help="sampling seed (recorded in every row)"),
     batch_size: int = typer.Option(64, help="prompts per batch"),
     limit: Optional[int] = typer.Option(None, help="evaluate only the first N problems"),
@@ -152,15 +182,13 @@ def eval_cmd(
     timing_batch: Optional[int] = TIMING_BATCH,
 ) -> None:
     """Evaluate a model on a task at one or more decoding settings; print and save result rows."""
-    from .runner import EvalArgs, run_eval
+    from .eval_job import EvalArgs, run_eval
+    from .evaluate import EvalOptions
 
     args = EvalArgs(
-        task=task, model=model, split=split, gen_length=gen_length, steps=_ints(steps, "--steps"),
-        block_length=block_length, thresholds=_floats(threshold, "--threshold"), temperature=temperature,
-        remasking=remasking, schedule=schedule, top_p=top_p, top_k=top_k, logits_eos_inf=logits_eos_inf,
-        confidence_eos_eot_inf=confidence_eos_eot_inf, cfg_scale=cfg, use_cache=use_cache, stop_at_eos=stop_at_eos, seed=seed,
-        batch_size=batch_size, limit=limit, n_samples=n_samples, out=out, device=device, data=data,
-        timing=_timing(timing_reps, timing_prompts, timing_batch),
+        task=task, model=model, decoding=decoding,
+        opts=EvalOptions(split=split, limit=limit, batch_size=batch_size, seed=seed, n_samples=n_samples),
+        out=out, device=device, data=data, timing=_timing(timing_reps, timing_prompts, timing_batch),
     )
     rows, path, is_main = run_eval(args)
     if not is_main:  # under accelerate launch rank 0 alone reports
@@ -170,7 +198,9 @@ def eval_cmd(
 
 
 @app.command()
+@decoding_options
 def run(
+    decoding=None,
     method: str = typer.Option(..., help="method name, or path/to/file.py:Class / package.module:Class"),
     task: str = typer.Option(..., help="task name (see `lfpo-bench list`)"),
     model: Optional[str] = typer.Option(None, help="tiny | checkpoint folder | hub id (default: the task's)"),
@@ -178,8 +208,7 @@ def run(
     config: Optional[str] = typer.Option(None, help="YAML file with method:, train: and model: sections"),
     set_: list[str] = typer.Option([], "--set", help="override a config field, e.g. --set beta=0.5 --set train.lr=1e-4"),
     seed: int = typer.Option(0, help="seed of training and evaluation"),
-    steps: Optional[str] = typer.Option(None, help="evaluation step counts, e.g. 1,2,4,8,16 (default: the task's sweep)"),
-    threshold: Optional[str] = typer.Option(None, help="also evaluate threshold decoding at these confidences"),
+    split: Optional[str] = typer.Option(None, help="evaluation split (default: the task's test split)"),
     limit: Optional[int] = typer.Option(None, help="evaluate only the first N test problems"),
     batch_size: int = typer.Option(128, help="evaluation batch size"),
     out_dir: str = typer.Option("results/runs", help="where runs are written"),
@@ -193,12 +222,13 @@ def run(
     timing_batch: Optional[int] = TIMING_BATCH,
 ) -> None:
     """Evaluate the starting policy, train one method, evaluate the selected checkpoint, print before/after."""
-    from .run import RunArgs
-    from .run import run as work
+    from .evaluate import EvalOptions
+    from .train_job import RunArgs
+    from .train_job import run as work
 
     res = work(RunArgs(method=method, task=task, model=model, updates=updates, config=config, sets=set_, seed=seed,
-                       eval_steps=_ints(steps, "--steps"), thresholds=_floats(threshold, "--threshold"), eval_limit=limit,
-                       batch_size=batch_size, out_dir=out_dir, run_id=run_id, resume=resume, device=device, data=data,
+                       decoding=decoding, opts=EvalOptions(split=split, limit=limit, batch_size=batch_size, seed=seed),
+                       out_dir=out_dir, run_id=run_id, resume=resume, device=device, data=data,
                        report_to=report_to, timing=_timing(timing_reps, timing_prompts, timing_batch)))
     if not res.is_main:  # under accelerate launch rank 0 alone reports
         return
@@ -416,8 +446,8 @@ def lm_eval_cmd(
     """Run lm-evaluation-harness tasks with the harness sampler (model registered as `lfpo-dllm`)."""
     import json as _json
 
+    from .config import resolve_device
     from .lm_eval_adapter import run_lm_eval
-    from .runner import resolve_device
 
     res = run_lm_eval(model, [t for t in tasks.split(",") if t], include_path=include_path, limit=limit,
                       device=resolve_device(device), num_fewshot=num_fewshot,

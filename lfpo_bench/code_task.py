@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class CodeTask(Task):
+    family = "code"
     uses_sandbox: ClassVar[bool] = True
     timeout_floor: ClassVar[float] = 3.0  # seconds
     timeout_factor: ClassVar[float] = 5.0  # times the reference solution's runtime

@@ -17,6 +17,8 @@ import yaml
 
 from .types import UserError
 
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
 
 def field_names(cls) -> list[str]:
     return [f.name for f in fields(cls)]
@@ -34,15 +36,33 @@ def _coerce(cls, name: str, value: Any, where: str) -> Any:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return int(value)
-        if t is bool:
-            if isinstance(value, str):
-                return value.lower() in ("1", "true", "yes", "on")
-            return bool(value)
-        if t is str:
+        if t is bool or t == (bool | None):
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            if isinstance(value, str) and value.lower() in BOOL_WORDS:
+                return BOOL_WORDS[value.lower()]
+            raise ValueError
+        if t is str or t == (str | None):
+            if isinstance(value, (dict, list)):
+                raise ValueError
             return str(value)
+        if t in (tuple[int, ...], tuple[float, ...]):
+            items = value if isinstance(value, (list, tuple)) else [value]
+            conv = int if t == tuple[int, ...] else float
+            if conv is int and any(isinstance(x, float) and not x.is_integer() for x in items):
+                raise ValueError
+            return tuple(conv(x) for x in items)
     except (TypeError, ValueError):
-        raise UserError(f"{where}{name}: expected {getattr(t, '__name__', t)}, got {value!r}") from None
+        raise UserError(f"{where}{name}: expected {_type_name(t)}, got {value!r}") from None
     return value
+
+
+def _type_name(t) -> str:
+    if t is bool or t == (bool | None):
+        return "true or false"
+    return str(getattr(t, "__name__", t)).replace("typing.", "")
 
 
 def build(cls, values: dict[str, Any], where: str = ""):
@@ -109,3 +129,51 @@ def split_overrides(flat: dict[str, Any], sections: dict[str, type]) -> dict[str
             hint = difflib.get_close_matches(k, [a.split(".", 1)[1] for a in allk], n=2)
             raise UserError(f"unknown config key {k!r}" + (f"; did you mean {', '.join(hint)}?" if hint else ""))
     return out
+
+
+def merge_layers(cls, layers: list[tuple[str, dict[str, Any], bool]], where: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Merge the values of one config section from several sources, in order. ``layers``: (source, values,
+    is_default). A default (a model profile's, a method's per-task default) is overridden by any later source, as
+    documented; two sources the user gave (a flag, ``--set``, the config file, a sweep section) must agree: the same
+    key with different values is an error naming both. Returns (values, source of each value)."""
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    default_of: dict[str, bool] = {}
+    for source, layer, is_default in layers:
+        if set(layer or {}) - set(field_names(cls)):
+            build(cls, layer, where)  # unknown keys: the error with "did you mean"
+        coerced = {k: _coerce(cls, k, v, where) for k, v in (layer or {}).items()}
+        for k, v in coerced.items():
+            if k in values and not default_of[k] and not is_default and values[k] != v:
+                raise UserError(f"{where}{k} is given twice with different values: {values[k]!r} by {origin[k]} and {v!r} by "
+                                f"{source}; keep one of them")
+            if k in values and not default_of[k] and is_default:
+                continue  # a default never overrides what the user gave
+            values[k], origin[k], default_of[k] = v, source, is_default
+    return values, origin
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()) or device == "mps":
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--device {device} asked for, but CUDA is not available here; use --device cpu")
+        return device
+    raise UserError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N")
+
+
+def make_task(name: str, data: str | None = None):
+    from .registry import TASKS
+
+    cls = TASKS.get(name)
+    return cls(data_path=data) if isinstance(cls, type) else cls
+
+
+def check_positive(**flags: int | None) -> None:
+    """Count options (given by flag name) must be >= 1 when set; a ``UserError`` names the first that is not."""
+    for flag, v in flags.items():
+        if v is not None and v < 1:
+            raise UserError(f"{flag} {v}: must be >= 1" + (" (omit it to evaluate every problem)" if flag == "--limit" else ""))

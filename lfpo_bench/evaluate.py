@@ -8,138 +8,20 @@ the whole generated canvas (``gen_length`` per sample). Use ``--batch-size 1`` f
 
 from __future__ import annotations
 
-import difflib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
 import torch
 
+from .decoding import Decoding, DecodingSpec
 from .progress import progress_bar
 from .provenance import config_hash, device_name, git_sha, torch_version
-from .sampler import check_schedule, generate
+from .sampler import generate
 from .types import Example, ResultRow, UserError
 
-
-@dataclass(frozen=True)
-class Decoding:
-    gen_length: int
-    steps: int
-    block_length: int
-    temperature: float = 0.0
-    remasking: str = "low_confidence"
-    threshold: float | None = None  # confidence-threshold parallel decoding (steps then adapt)
-    cfg_scale: float = 0.0
-    use_cache: bool = False
-    stop_at_eos: bool = False
-    schedule: str = "even"  # "even" (LLaDA) | "dream" (Dream/DiffuCoder)
-    top_p: float | None = None
-    top_k: int | None = None
-    logits_eos_inf: bool = False
-    confidence_eos_eot_inf: bool = False
-
-    @property
-    def label(self) -> str:
-        return "fixed" if self.threshold is None else f"threshold={self.threshold:g}"
-
-    def kwargs(self) -> dict:
-        """The setting as recorded in rows: options added after the first release appear only when set, so
-        the config hashes of earlier rows stay valid."""
-        d = asdict(self)
-        for k, default in LATER_DEFAULTS.items():
-            if d[k] == default:
-                del d[k]
-        return d
-
-    def sampler_kwargs(self) -> dict:
-        return asdict(self)
-
-
-RULE_KEYS = ("temperature", "remasking", "schedule", "top_p", "top_k", "logits_eos_inf", "confidence_eos_eot_inf")
-BASE_RULE = {"temperature": 0.0, "remasking": "low_confidence", "schedule": "even", "top_p": None, "top_k": None,
-             "logits_eos_inf": False, "confidence_eos_eot_inf": False}
-
-
-def whole_canvas(profile) -> bool:
-    """Does the family rank masked positions over the whole canvas (Dream: one block = the generated length)?"""
-    rec = getattr(profile, "recommended", None) or {}
-    return bool(rec.get("block_length")) and rec.get("block_length") == rec.get("gen_length")
-
-
-def decoding_rule(profile=None, **given) -> dict:
-    """The decoding rule (temperature, remasking, schedule, filters, end-token options): what the user gave,
-    else the model family's own (``profile.recommended``: Dream and DiffuCoder decode with Dream's schedule,
-    entropy confidence and top-p sampling), else LLaDA's greedy low-confidence rule."""
-    bad = set(given) - set(RULE_KEYS)
-    if bad:
-        raise TypeError(f"not decoding-rule options: {sorted(bad)}")
-    rec = getattr(profile, "recommended", None) or {}
-    return {k: given[k] if given.get(k) is not None else rec.get(k, BASE_RULE[k]) for k in RULE_KEYS}
-
-
-LATER_DEFAULTS = {k: BASE_RULE[k] for k in ("schedule", "top_p", "top_k", "logits_eos_inf", "confidence_eos_eot_inf")}
-
-
-def decoding_grid(
-    task,
-    *,
-    gen_length: int | None = None,
-    steps: list[int] | None = None,
-    block_length: int | None = None,
-    thresholds: list[float] | None = None,
-    temperature: float = 0.0,
-    remasking: str = "low_confidence",
-    cfg_scale: float = 0.0,
-    use_cache: bool = False,
-    stop_at_eos: bool = False,
-    schedule: str = "even",
-    top_p: float | None = None,
-    top_k: int | None = None,
-    logits_eos_inf: bool = False,
-    confidence_eos_eot_inf: bool = False,
-) -> list[Decoding]:
-    """Fixed-step settings for each of ``steps`` plus one threshold setting per ``thresholds``. Checks every
-    setting's schedule up front, so a bad combination fails before any model work."""
-    from .sampler import REMASKING, SCHEDULES
-
-    if schedule not in SCHEDULES:
-        raise UserError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)} (even: LLaDA's split; dream: Dream's)")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise UserError(f"--top-p {top_p}: must be in (0, 1]")
-    if top_k is not None and top_k < 1:
-        raise UserError(f"--top-k {top_k}: must be >= 1")
-    if remasking not in REMASKING:
-        hint = difflib.get_close_matches(remasking, REMASKING, n=1) or [r for r in REMASKING if r.startswith(remasking[:3])]
-        raise UserError(f"--remasking {remasking!r} is not a remasking rule; choose one of {', '.join(REMASKING)}"
-                        + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-    if not temperature >= 0:
-        raise UserError(f"--temperature {temperature}: must be >= 0 (0 = greedy)")
-    if not cfg_scale >= 0:
-        raise UserError(f"--cfg {cfg_scale}: the guidance scale must be >= 0 (0 = off)")
-    for name, v in (("--gen-length", gen_length), ("--block-length", block_length)):
-        if v is not None and v < 1:
-            raise UserError(f"{name} {v}: must be >= 1")
-    L = gen_length or task.gen_length
-    blk = block_length or min(task.block_length, L)
-    steps = steps or list(task.eval_steps or (task.steps,))
-    common = dict(temperature=temperature, remasking=remasking, cfg_scale=cfg_scale, use_cache=use_cache, stop_at_eos=stop_at_eos,
-                  schedule=schedule, top_p=top_p, top_k=top_k, logits_eos_inf=logits_eos_inf,
-                  confidence_eos_eot_inf=confidence_eos_eot_inf)
-    out = []
-    for s in steps:
-        try:
-            check_schedule(L, blk, s, None)
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        out.append(Decoding(L, s, blk, **common))
-    for th in thresholds or []:
-        try:
-            check_schedule(L, blk, L, th)
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        out.append(Decoding(L, L, blk, threshold=th, **common))
-    return out
+__all__ = ["Decoding", "DecodingSpec", "EvalOptions", "complete", "evaluate", "evaluation_stage"]
 
 
 def _sync(device) -> None:
@@ -167,7 +49,7 @@ def complete(lm, task, examples: list[Example], dec: Decoding, *, batch_size: in
         ids, mask = ids.to(lm.device), mask.to(lm.device)
         _sync(lm.device)
         t0 = time.perf_counter()
-        g = generate(lm, ids, mask, **dec.sampler_kwargs(), generator=generator, lockstep=lockstep)
+        g = generate(lm, ids, mask, dec, generator=generator, lockstep=lockstep)
         _sync(lm.device)
         dt = time.perf_counter() - t0
         total += dt
@@ -259,7 +141,7 @@ def evaluate(
                             pass_at_k(n_samples, int(round(sum(per_sample[i : i + n_samples]))), k)
                             for i in range(0, len(per_sample), n_samples)]))
             cfg = {"task": task.name, "split": split, "model": model_name or lm.name, "method": method, "seed": seed,
-                   "n_samples": n_samples, "limit": limit, "decoding": dec.kwargs(), **(extra or {})}
+                   "n_samples": n_samples, "limit": limit, "decoding": dec.record(), **(extra or {})}
             if world > 1:  # sampled (temperature > 0) completions depend on the layout: each rank has its own stream
                 cfg["world_size"] = world
             rows.append(
@@ -277,4 +159,41 @@ def evaluate(
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"), config=cfg,
                 )
             )
+    return rows
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How an evaluation stage runs, apart from the decoding settings."""
+
+    split: str | None = None  # None: the task's evaluation split
+    limit: int | None = None  # the first N problems (None: all)
+    batch_size: int = 64  # prompts per generate call
+    seed: int = 0  # sampling seed (recorded in every row)
+    n_samples: int = 1  # completions per problem (> 1: pass@k)
+
+    def check(self) -> EvalOptions:
+        for flag, v in (("--batch-size", self.batch_size), ("--n-samples", self.n_samples), ("--limit", self.limit)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise UserError(f"{flag} {v!r}: must be an integer >= 1" + (" (omit it to evaluate every problem)"
+                                                                          if flag == "--limit" else ""))
+        return self
+
+
+def evaluation_stage(lm, task, decodings: list[Decoding], opts: EvalOptions, *, timing=None, method: str = "none",
+                     model_name: str | None = None, extra: dict | None = None, dist=None, show_progress: bool = True,
+                     samples_out=None, group: str = "") -> list[ResultRow]:
+    """The one evaluation stage of ``eval``, ``run`` (before and after training) and every sweep cell: accuracy rows
+    at each setting, then, unless ``timing.reps`` is 0 or the run is multi-process, latency from a separate timing
+    pass (``timing.py``) over the same settings."""
+    from .timing import TimingConfig, attach
+
+    rows = evaluate(lm, task, decodings, split=opts.split, seed=opts.seed, batch_size=opts.batch_size, limit=opts.limit,
+                    method=method, model_name=model_name, extra=extra, show_progress=show_progress, samples_out=samples_out,
+                    n_samples=opts.n_samples, dist=dist)
+    timing = timing or TimingConfig()
+    if timing.reps and (dist is None or dist.world_size == 1):  # latency from its own pass, not the accuracy pass
+        problems = task.load(opts.split or task.eval_split)[: opts.limit]
+        attach(rows, lm, task, decodings, problems, timing, batch_size=opts.batch_size, seed=opts.seed,
+               show_progress=show_progress, group=group)
     return rows

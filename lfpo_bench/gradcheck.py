@@ -102,14 +102,18 @@ def flat_grad(params) -> torch.Tensor:
 
 
 def rollout_steps(task, steps: int | None) -> int:
-    return steps or getattr(task, "train_defaults", {}).get("rollout_steps") or task.steps
+    from .decoding import RolloutShape
+
+    return RolloutShape(steps=steps).resolve(task)[2]
 
 
 def sample_trajectories(lm, task, examples, k: int, steps: int, gen: torch.Generator, chunk: int):
     """``k`` random-remasking, temperature-1 trajectories per example: (prompt ids, mask, completion, commit
     step, reward, prompt index), in chunks of at most ``chunk`` rows."""
-    L = task.gen_length
-    blk = min(task.block_length, L)
+    from .decoding import Decoding, RolloutShape
+
+    L, blk, steps = RolloutShape(steps=steps).resolve(task)
+    dec = Decoding(L, steps, blk, temperature=1.0, remasking="random")
     ids, am = lm.encode_prompts([task.prompt(e, lm.profile.prompt_style) for e in examples], L)
     rows = [(p, j) for p in range(len(examples)) for j in range(k)]
     out = []
@@ -119,8 +123,7 @@ def sample_trajectories(lm, task, examples, k: int, steps: int, gen: torch.Gener
             idx = torch.tensor([p for p, _ in rows[s : s + chunk]])
             seed = int(torch.randint(2**62, (1,), generator=gen))
             g = torch.Generator(device=lm.device).manual_seed(seed)
-            o = generate(lm, ids[idx].to(lm.device), am[idx].to(lm.device), gen_length=L, steps=steps, block_length=blk,
-                         temperature=1.0, remasking="random", generator=g, record_trajectory=True)
+            o = generate(lm, ids[idx].to(lm.device), am[idx].to(lm.device), dec, generator=g, record_trajectory=True)
             texts = lm.decode(o.completion.cpu())
             rewards = torch.tensor([s_.score for s_ in task.score_batch([examples[int(p)] for p in idx], texts)])
             out.append((ids[idx], am[idx], o.completion, o.commit_step, rewards, idx, o.commit_logp))
@@ -199,9 +202,9 @@ def method_gradients(lm, task, examples, name: str, cfg: GradcheckConfig, ref: t
 
 
 def run_gradcheck(cfg: GradcheckConfig, show_progress: bool = True) -> dict:
+    from .config import make_task
     from .models.loader import load_model
     from .progress import progress_bar
-    from .runner import make_task
 
     task = make_task(cfg.task)
     lm = load_model(cfg.model, task=task, quiet=not show_progress)

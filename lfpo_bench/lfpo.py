@@ -121,7 +121,6 @@ def contrastive_ce(z: torch.Tensor, z_old: torch.Tensor, y: torch.Tensor, beta: 
 class LFPO(Method):
     """LFPO (reconstruction): contrastive rectification of denoising logits, no likelihood estimate."""
 
-    name = "lfpo"
     Config = LFPOConfig
     rollout_policy = "old"
     uses_old = True

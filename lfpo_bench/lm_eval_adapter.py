@@ -34,19 +34,17 @@ class LFPODiffusionLM(LM):
                  temperature: float | None = None, remasking: str | None = None, threshold: float | None = None,
                  mc_num: int = 128, batch_size: int = 8, device: str = "cpu", seed: int = 0, lm=None, **rule):
         super().__init__()
-        from .evaluate import decoding_rule
+        from .config import build
+        from .decoding import Decoding, DecodingSpec
         from .models.loader import load_model
 
         self.lm = lm if lm is not None else load_model(str(model), device=device, quiet=True)
         # the model family's own rule (Dream: its schedule, entropy, top-p) unless given; lm-eval passes strings
         given = {k: v for k, v in {"temperature": temperature, "remasking": remasking, **rule}.items() if v not in (None, "")}
-        typed = {"temperature": float, "top_p": float, "top_k": int,
-                 "logits_eos_inf": lambda v: str(v).lower() in ("1", "true", "yes"),
-                 "confidence_eos_eot_inf": lambda v: str(v).lower() in ("1", "true", "yes")}
-        given = {k: typed.get(k, str)(v) for k, v in given.items()}
-        self.gen = dict(gen_length=int(gen_length), steps=int(steps), block_length=int(block_length),
-                        threshold=float(threshold) if threshold not in (None, "") else None,
-                        **decoding_rule(getattr(self.lm, "profile", None), **given))
+        spec = build(DecodingSpec, given, "model_args.")  # typed and checked: lm-eval passes strings
+        self.gen = Decoding(int(gen_length), int(steps), int(block_length),
+                            threshold=float(threshold) if threshold not in (None, "") else None,
+                            **spec.rule(getattr(self.lm, "profile", None)))
         self.mc_num, self.bs, self.seed = int(mc_num), int(batch_size), int(seed)
 
     @classmethod
@@ -68,9 +66,9 @@ class LFPODiffusionLM(LM):
         for i in range(0, len(requests), self.bs):
             chunk = requests[i : i + self.bs]
             ctxs = [r.args[0] for r in chunk]
-            ids, am = self.lm.encode_prompts(ctxs, self.gen["gen_length"])
+            ids, am = self.lm.encode_prompts(ctxs, self.gen.gen_length)
             # the generated length is the model's gen_length argument; lm-eval's max_gen_toks is not used
-            res = generate(self.lm, ids.to(self.lm.device), am.to(self.lm.device), generator=g, **self.gen)
+            res = generate(self.lm, ids.to(self.lm.device), am.to(self.lm.device), self.gen, generator=g)
             for r, text in zip(chunk, self.lm.decode(res.completion.cpu())):
                 until = r.args[1].get("until", []) if len(r.args) > 1 else []
                 out.append(cut_at(text, until))

@@ -12,9 +12,22 @@ micro-batching, checkpoints), so all methods are compared under the same loop. H
 - ``loss(ctx, mb, state, it, m, chunk)``: the objective for inner iteration ``it``;
 - ``after_step(ctx)``: after each optimiser step (LFPO: EMA update of the old policy).
 
-Class attributes tell the trainer what bookkeeping to do: ``needs_rollouts``, ``rollout_policy``
-("current" or "old"), ``uses_old`` (a parameter copy updated by ``ctx.ema_update``); ``uses_ref`` (a frozen
-reference policy) is true when the config has a positive ``kl_beta``.
+The protocol the trainer and ``run`` read, all declared here (docs/plugins.md):
+
+- ``trains`` (class): False for a method that trains nothing (``none``): ``run`` evaluates the start only;
+- ``needs_rollouts`` (class): False trains on the task's reference completions (``sft``);
+- ``rollout_policy`` (class): "current" or "old" (the EMA copy) samples the rollouts;
+- ``uses_old`` (class): keep a parameter copy updated by ``ctx.ema_update``;
+- ``uses_ref`` (property): keep a frozen reference policy (default: the config has a positive ``kl_beta``);
+- ``mu`` (property): inner iterations per rollout batch (default: the config's ``mu``, else 1);
+- ``temperature`` / ``remasking`` (properties): the method's own rollout rule, used under
+  ``train.rollout_decoding=method`` (default: the config's fields, else 1.0 / low_confidence);
+- ``defaults_by_family`` (class): config defaults per task family (``Task.family``: sudoku, countdown, math,
+  code), the reference scripts' per-task settings; ``task_defaults(task)`` returns the ones that apply.
+  They are defaults: anything the user sets wins, and the run records where each value came from.
+
+The registry refuses a class that is not a ``Method`` subclass, and names the method (``name``) by its
+registration.
 """
 
 from __future__ import annotations
@@ -44,11 +57,18 @@ class TrainContext(Protocol):
 
 
 class Method:
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""  # set by the registration (``@METHODS.register("name")``)
     Config: ClassVar[type]
+    trains: ClassVar[bool] = True
     needs_rollouts: ClassVar[bool] = True
     rollout_policy: ClassVar[str] = "current"
     uses_old: ClassVar[bool] = False
+    defaults_by_family: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def task_defaults(cls, task) -> dict[str, Any]:
+        """Config defaults for ``task``, by its family (never by a task-name prefix)."""
+        return dict(cls.defaults_by_family.get(getattr(task, "family", ""), {}))
 
     def __init__(self, cfg=None):
         self.cfg = cfg if cfg is not None else self.Config()

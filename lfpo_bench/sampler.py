@@ -45,10 +45,10 @@ import math
 
 import torch
 
+from .decoding import REMASKING, SCHEDULES, Decoding, check_schedule
 from .types import Generation
 
-REMASKING = ("low_confidence", "random", "maskgit_plus", "topk_margin", "entropy")
-SCHEDULES = ("even", "dream")
+__all__ = ["REMASKING", "SCHEDULES", "Decoding", "check_schedule", "generate", "state_at"]
 DREAM_EPS = 1e-3
 
 
@@ -112,35 +112,6 @@ def num_transfer_tokens(n_masked: torch.Tensor, steps: int) -> torch.Tensor:
     return out
 
 
-def check_schedule(gen_length: int, block_length: int, steps: int, threshold: float | None) -> int:
-    """Validate the block/step arithmetic; returns steps per block (0 in threshold mode)."""
-    if gen_length <= 0 or block_length <= 0:
-        raise ValueError(f"gen_length ({gen_length}) and block_length ({block_length}) must be positive")
-    if gen_length % block_length:
-        raise ValueError(
-            f"gen_length={gen_length} is not divisible by block_length={block_length}; "
-            f"pick a block length that divides it (e.g. {math.gcd(gen_length, block_length) or gen_length})"
-        )
-    n_blocks = gen_length // block_length
-    if threshold is not None:
-        if not 0.0 < threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-        return 0
-    if steps <= 0:
-        raise ValueError(f"steps must be positive, got {steps}")
-    if steps % n_blocks:
-        raise ValueError(
-            f"steps={steps} is not divisible by the number of blocks ({gen_length}/{block_length}={n_blocks}); "
-            f"use a multiple of {n_blocks}"
-        )
-    if steps // n_blocks > block_length:
-        raise ValueError(
-            f"steps={steps} gives {steps // n_blocks} steps per block but a block has only {block_length} "
-            f"tokens; use at most {n_blocks * block_length} steps"
-        )
-    return steps // n_blocks
-
-
 Generators = "torch.Generator | list[torch.Generator] | None"
 
 
@@ -178,26 +149,14 @@ def generate(
     model,
     prompt_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
+    decoding: Decoding | None = None,
     *,
-    gen_length: int,
-    steps: int,
-    block_length: int | None = None,
-    temperature: float = 0.0,
-    remasking: str = "low_confidence",
-    threshold: float | None = None,
-    cfg_scale: float = 0.0,
-    stop_at_eos: bool = False,
     generator: Generators = None,
     record_trajectory: bool = False,
-    use_cache: bool = False,
     lockstep=None,
-    schedule: str = "even",
-    top_p: float | None = None,
-    top_k: int | None = None,
-    logits_eos_inf: bool = False,
-    confidence_eos_eot_inf: bool = False,
 ) -> Generation:
-    """Generate ``gen_length`` tokens after each (left-padded) prompt. See the module docstring.
+    """Generate ``decoding.gen_length`` tokens after each (left-padded) prompt at the setting ``decoding`` (a
+    validated ``Decoding``; see the module docstring for what each field does).
 
     ``record_trajectory`` also returns ``commit_logp``: log softmax(logits)[token] at the pass that
     committed it (with CFG, of the guided logits). ``model`` is a ``DiffusionLM`` (or any callable ``(ids, attention_mask) -> logits`` with ``mask_id``
@@ -208,12 +167,13 @@ def generate(
     decoding and ``stop_at_eos`` stay in step across ranks without changing any rank's output. Returns a ``Generation`` with per-sample NFE in
     ``Generation.nfe_per_sample`` (forward passes during which the row still had masks in its block).
     """
-    if remasking not in REMASKING:
-        raise ValueError(f"unknown remasking {remasking!r}; choose one of {REMASKING}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
-    block_length = block_length or gen_length
-    spb = check_schedule(gen_length, block_length, steps, threshold)
+    if not isinstance(decoding, Decoding):
+        raise TypeError(f"generate() takes the decoding setting as a Decoding, got {type(decoding).__name__}")
+    d = decoding
+    gen_length, block_length, threshold = d.gen_length, d.block_length, d.threshold
+    temperature, remasking, cfg_scale, stop_at_eos, use_cache = d.temperature, d.remasking, d.cfg_scale, d.stop_at_eos, d.use_cache
+    schedule, top_p, top_k, logits_eos_inf, confidence_eos_eot_inf = d.schedule, d.top_p, d.top_k, d.logits_eos_inf, d.confidence_eos_eot_inf
+    spb = d.steps_per_block
     device = prompt_ids.device
     B, P = prompt_ids.shape
     mask_id = model.mask_id
@@ -230,9 +190,6 @@ def generate(
     prompt_pos = attention_mask.bool()  # real prompt tokens (masked in the CFG unconditional pass)
     if use_cache and not getattr(model, "supports_cache", False):
         raise ValueError(f"model {getattr(model, 'name', model)!r} has no KV-cache support; drop use_cache")
-    if use_cache and cfg_scale > 0:
-        raise ValueError("use_cache with CFG is not supported; drop one of them")
-
     if use_cache and lockstep is not None:
         raise ValueError("use_cache is not supported with sharded parameters (FSDP); drop use_cache")
 

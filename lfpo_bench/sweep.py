@@ -49,9 +49,13 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import load_file
+from .decoding import DecodingSpec
+
+if TYPE_CHECKING:
+    from .evaluate import EvalOptions
 from .provenance import config_hash
 from .results import append_rows, read_rows, repair
 from .timing import TimingConfig
@@ -59,9 +63,8 @@ from .types import UserError
 
 log = logging.getLogger(__name__)
 TOP_KEYS = {"name", "methods", "tasks", "models", "seeds", "train", "method", "eval", "data", "timing", "train_by_method"}
-EVAL_KEYS = {"gen_length", "block_length", "steps", "steps_ratio", "thresholds", "temperature", "remasking", "limit",
-             "batch_size", "use_cache", "cfg_scale", "stop_at_eos", "split", "schedule", "top_p", "top_k", "logits_eos_inf",
-             "confidence_eos_eot_inf"}
+STAGE_KEYS = {"limit", "batch_size", "split"}  # how the evaluation stage runs (EvalOptions)
+EVAL_KEYS = set(DecodingSpec.names()) | STAGE_KEYS  # the decoding settings are DecodingSpec's fields
 PRESETS = Path(__file__).parent / "presets"
 
 
@@ -124,9 +127,12 @@ def expand(spec: dict, where: str = "sweep") -> list[Cell]:
         if not spec.get(k):
             raise UserError(f"{where}: '{k}' must list at least one entry")
     ev = spec.get("eval") or {}
+    if not isinstance(ev, dict):
+        raise UserError(f"{where}: 'eval' must be a mapping such as {{steps: [1, 2, 4]}}, got {ev!r}")
     bad = set(ev) - EVAL_KEYS
     if bad:
         raise UserError(f"{where}: unknown eval key(s) {sorted(bad)}; allowed: {sorted(EVAL_KEYS)}")
+    eval_parts(ev, f"{where}: eval")
     per_method = spec.get("method") or {}
     by_method = spec.get("train_by_method") or {}
     for section, d in (("method", per_method), ("train_by_method", by_method)):
@@ -137,8 +143,24 @@ def expand(spec: dict, where: str = "sweep") -> list[Cell]:
                 raise UserError(f"{where}: '{section}' has settings for {m!r}, which is not in methods")
     timing_config(spec, where)
 
+    train = spec.get("train") or {}
+    if not isinstance(train, dict):
+        raise UserError(f"{where}: 'train' must be a mapping of TrainConfig fields to values, got {train!r}")
+    for m, over in by_method.items():
+        if not isinstance(over, dict):
+            raise UserError(f"{where}: train_by_method.{m} must be a mapping of TrainConfig fields to values, got {over!r}")
+        for k in set(over) & set(train):
+            if _list(over[k]) != _list(train[k]):
+                raise UserError(f"{where}: train.{k} is given twice with different values: {train[k]!r} by train: and "
+                                f"{over[k]!r} by train_by_method.{m}; keep one of them (put it in train_by_method for "
+                                "every method that needs its own value)")
+    seeds = _list(spec.get("seeds") or [0])
+    bad_seeds = [x for x in seeds if isinstance(x, bool) or not isinstance(x, int) or x < 0]
+    if bad_seeds:
+        raise UserError(f"{where}: seeds must be non-negative integers, got {bad_seeds}")
+
     def train_grid_of(method: str) -> list[dict]:
-        grid = _grid({**(spec.get("train") or {}), **(by_method.get(method) or {})})
+        grid = _grid({**train, **(by_method.get(method) or {})})
         for t in grid:
             build(TrainConfig, {**t, "seed": 0}, "train.")  # validates keys and types
         return grid
@@ -204,23 +226,25 @@ def timing_config(spec: dict, where: str = "sweep") -> TimingConfig:
     return build(TimingConfig, t, "timing.").check()
 
 
-def run_cell(cell: Cell, out: Path, device: str, show_progress: bool, report_to: str = "none") -> list[dict]:
-    from .run import RunArgs, run
+def eval_parts(ev: dict, where: str = "eval") -> tuple[DecodingSpec, EvalOptions]:
+    """A sweep file's ``eval:`` section as the decoding spec and the stage options (validated, typed)."""
+    from .config import build
+    from .evaluate import EvalOptions
 
-    ev = cell.eval_cfg
-    sets = [f"method.{k}={json.dumps(v)}" for k, v in cell.method_cfg.items()]
-    sets += [f"train.{k}={json.dumps(v)}" for k, v in cell.train_cfg.items()]
+    spec = DecodingSpec.from_mapping({k: v for k, v in ev.items() if k not in STAGE_KEYS}, where)
+    opts = build(EvalOptions, {"batch_size": 128, **{k: v for k, v in ev.items() if k in STAGE_KEYS}}, f"{where}.").check()
+    return spec, opts
+
+
+def run_cell(cell: Cell, out: Path, device: str, show_progress: bool, report_to: str = "none") -> list[dict]:
+    from .train_job import RunArgs, run
+
+    decoding, opts = eval_parts(cell.eval_cfg)
     res = run(RunArgs(
-        method=cell.method, task=cell.task, model=cell.model, sets=sets, seed=cell.seed, out_dir=str(out / "runs"),
-        run_id=cell.id, device=device, data=cell.data, eval_steps=[int(s) for s in _list(ev.get("steps") or [])],
-        thresholds=[float(t) for t in _list(ev.get("thresholds") or [])], eval_limit=ev.get("limit"),
-        batch_size=int(ev.get("batch_size", 128)), resume=True, show_progress=show_progress, eval_before=False,
-        gen_lengths=[int(x) for x in _list(ev.get("gen_length") or [])], block_lengths=[int(x) for x in _list(ev.get("block_length") or [])],
-        temperature=float(ev["temperature"]) if ev.get("temperature") is not None else None,
-        remasking=str(ev["remasking"]) if ev.get("remasking") is not None else None,
-        rule={k: ev[k] for k in ("schedule", "top_p", "top_k", "logits_eos_inf", "confidence_eos_eot_inf") if ev.get(k) is not None},
-        split=ev.get("split"), use_cache=bool(ev.get("use_cache", False)),
-        steps_ratio=float(ev["steps_ratio"]) if ev.get("steps_ratio") is not None else None, report_to=report_to,
+        method=cell.method, task=cell.task, model=cell.model, method_values=dict(cell.method_cfg),
+        train_values=dict(cell.train_cfg), source=f"sweep cell {cell.label()}", seed=cell.seed, out_dir=str(out / "runs"),
+        run_id=cell.id, device=device, data=cell.data, decoding=decoding, opts=opts, resume=True,
+        show_progress=show_progress, eval_before=False, report_to=report_to,
         timing=TimingConfig(reps=0),  # timed together with every other cell once the sweep is done
     ))
     rows = []
@@ -237,8 +261,8 @@ def sweep(spec_path: str, out: str | None = None, device: str = "auto", retry_fa
     from .trackers import check_report_to
 
     check_report_to(report_to)
+    from .config import resolve_device
     from .progress import progress_bar
-    from .runner import resolve_device
 
     if not Path(spec_path).exists() and (PRESETS / f"{spec_path}.yaml").exists():
         spec_path = str(PRESETS / f"{spec_path}.yaml")  # a shipped preset by name (d1, llada)
@@ -295,9 +319,9 @@ def _budget_bytes(device: str) -> int:
 
 def time_cells(out: Path, cells: list[Cell], state: SweepState, tcfg: TimingConfig, device: str, show_progress: bool) -> int:
     """The sweep's timing pass (see the module docstring); returns the number of rows timed now."""
+    from .config import make_task
     from .evaluate import Decoding
     from .models.loader import load_model
-    from .runner import make_task
     from .timing import Item, measure
 
     if tcfg.reps == 0:
@@ -327,7 +351,7 @@ def time_cells(out: Path, cells: list[Cell], state: SweepState, tcfg: TimingConf
                     raise UserError(f"timing pass: cannot load the model of cell {cell.label()} ({spec}): {e}; restore "
                                     "its run folder, or set timing: {reps: 0} in the sweep file") from None
             problems = task.load(r["split"])[: r["config"].get("limit")]
-            out_items.append(Item((cid, r["config_hash"]), models[(spec, tkey)], task, Decoding(**r["config"]["decoding"]),
+            out_items.append(Item((cid, r["config_hash"]), models[(spec, tkey)], task, Decoding.from_record(r["config"]["decoding"]),
                                   problems, int(r["seed"])))
         return out_items
 

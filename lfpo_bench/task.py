@@ -1,7 +1,8 @@
 """The task interface. A task is one small module in ``tasks/``; its ``score`` is both the RL reward and the
 reported metric, so training and evaluation cannot drift apart.
 
-A task class declares its data source, default model and decoding defaults as class attributes and
+A task class declares its data source, default model, family and decoding shape as class attributes (how hard
+to train a model is the model profile's: ``models/profiles.py``) and
 implements ``load``, ``prompt``, ``extract`` and ``score``. Extra per-problem metrics (solved rate, pass
 counts) come from ``metrics``. Code tasks override ``score_batch`` to run many programs in parallel in
 the sandbox; everything else gets the default loop.
@@ -22,16 +23,6 @@ class Scored:
     metrics: dict[str, float]
 
 
-# RL settings of the LLaDA-based reference papers (BASELINES.md): G=6, L=256 with 128 steps and block 32,
-# AdamW lr 3e-6, weight decay 0.1, grad-norm clip 0.2, LoRA r=128 / alpha=64 (the family default).
-# the embedded tasks' RL defaults (tiny model, CPU): 60 updates of 16 prompts x G=8
-TINY_TRAIN = {"updates": 60, "prompts_per_update": 16, "group_size": 8, "lr": 1e-4, "rollout_steps": 4,
-              "val_every": 10, "val_limit": 200, "checkpoint_every": 10}
-LLADA_TRAIN = {"group_size": 6, "rollout_gen_length": 256, "rollout_steps": 128, "rollout_block_length": 32, "lr": 3e-6,
-               "weight_decay": 0.1, "grad_clip": 0.2, "prompts_per_update": 8, "micro_batch": 6, "rollout_batch": 48,
-               "updates": 200, "val_every": 50, "val_limit": 100, "checkpoint_every": 25}
-
-
 class Task:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -48,7 +39,8 @@ class Task:
     block_length: ClassVar[int] = 32
     eval_steps: ClassVar[tuple[int, ...]] = ()  # default decoding sweep of `eval`/`run` (empty: just `steps`)
     train_task: ClassVar[str | None] = None  # RL trains (and validates) on this task instead, e.g. humaneval -> mbpp
-    train_defaults: ClassVar[dict] = {}  # TrainConfig overrides used by `run` for this task
+    rollout_steps: ClassVar[int | None] = None  # RL rollout (and validation) steps (None: ``steps``)
+    family: ClassVar[str] = ""  # sudoku | countdown | math | code: keys methods' per-task defaults (Method.defaults_by_family)
     uses_sandbox: ClassVar[bool] = False
 
     def __init__(self, data_path: str | None = None):

@@ -98,7 +98,7 @@ def _call(item: Item, ids, mask) -> tuple[float, float]:
     g = torch.Generator(device=lm.device).manual_seed(item.seed)
     _sync(lm.device)
     t0 = time.perf_counter()
-    out = generate(lm, ids, mask, **dec.sampler_kwargs(), generator=g)
+    out = generate(lm, ids, mask, dec, generator=g)
     _sync(lm.device)
     return time.perf_counter() - t0, float(out.nfe_per_sample.float().mean())
 

@@ -34,8 +34,9 @@ from typing import Any
 
 import torch
 
+from .decoding import Decoding, RolloutShape, check_rule
 from .distributed import Dist
-from .evaluate import Decoding, evaluate
+from .evaluate import evaluate
 from .fast_rollout import fast_rollout
 from .policies import PolicyBank
 from .progress import progress_bar
@@ -90,10 +91,7 @@ class TrainConfig:
             raise ValueError(f"train.rollout_lora must be one of {', '.join(MODES)}, got {self.rollout_lora!r}")
         if self.rollout_decoding not in ("method", "shared"):
             raise ValueError(f"train.rollout_decoding must be 'method' or 'shared', got {self.rollout_decoding!r}")
-        from .sampler import REMASKING
-
-        if self.rollout_remasking not in REMASKING:
-            raise ValueError(f"train.rollout_remasking must be one of {', '.join(REMASKING)}, got {self.rollout_remasking!r}")
+        check_rule(self.rollout_temperature, self.rollout_remasking, None, None, None)
         if self.group_size < 2:
             raise ValueError("train.group_size must be >= 2: advantages are relative to the group")
         at_least = {"updates": 0, "prompts_per_update": 1, "micro_batch": 1, "rollout_batch": 1, "warmup": 0, "val_every": 0,
@@ -108,6 +106,22 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.lora_dropout < 1 or not 0 <= self.weight_decay or not 0 < self.adam_beta2 < 1:
             raise ValueError("train.lora_dropout must be in [0, 1), weight_decay >= 0 and adam_beta2 in (0, 1)")
+
+
+    def rollout_shape(self) -> RolloutShape:
+        """(L, block, steps) of rollouts and validation; ``.resolve(task)`` fills in the task's."""
+        return RolloutShape(self.rollout_gen_length, self.rollout_block_length, self.rollout_steps)
+
+    def rollout_decoding_for(self, task, method) -> Decoding:
+        """The sampler setting of this config's rollouts of ``method`` on ``task``."""
+        L, blk, steps = self.rollout_shape().resolve(task)
+        temp, remasking = rollout_rule(self, method)
+        return Decoding(L, steps, blk, temperature=temp, remasking=remasking, use_cache=self.rollout_use_cache)
+
+    def validation_decoding(self, task) -> Decoding:
+        """Greedy validation at ``val_steps`` (default: the rollout steps) on the rollout shape."""
+        L, blk, steps = self.rollout_shape().resolve(task)
+        return Decoding(L, self.val_steps or steps, blk)
 
 
 def rollout_rule(cfg: TrainConfig, method) -> tuple[float, str]:
@@ -175,14 +189,11 @@ def rollout(lm, task, examples, method, cfg: TrainConfig, bank: PolicyBank, upda
             lockstep=None):
     """G completions per example, scored. Returns (RolloutBatch without advantages, texts, seconds)."""
     G = cfg.group_size
-    L = cfg.rollout_gen_length or task.gen_length
-    blk = cfg.rollout_block_length or min(task.block_length, L)
-    steps = cfg.rollout_steps or task.steps
+    dec = cfg.rollout_decoding_for(task, method)
     style = lm.profile.prompt_style
-    ids, am = lm.encode_prompts([task.prompt(e, style) for e in examples], L)
+    ids, am = lm.encode_prompts([task.prompt(e, style) for e in examples], dec.gen_length)
     ids, am = ids.repeat_interleave(G, 0).to(lm.device), am.repeat_interleave(G, 0).to(lm.device)
     per_call = max(G, cfg.rollout_batch // G * G)
-    temp, remasking = rollout_rule(cfg, method)
     outs = []
     t0 = time.perf_counter()
     was_training = lm.module.training
@@ -191,9 +202,8 @@ def rollout(lm, task, examples, method, cfg: TrainConfig, bank: PolicyBank, upda
         for s in range(0, ids.shape[0], per_call):
             gens = [torch.Generator(device=lm.device).manual_seed(_seed(cfg.seed, update, 104729, p))
                     for p in prompt_ids_global[s // G : (s + per_call) // G]]
-            outs.append(generate(lm, ids[s : s + per_call], am[s : s + per_call], gen_length=L, steps=steps, block_length=blk,
-                                 temperature=temp, remasking=remasking, generator=gens,
-                                 record_trajectory=True, lockstep=lockstep, use_cache=cfg.rollout_use_cache))
+            outs.append(generate(lm, ids[s : s + per_call], am[s : s + per_call], dec, generator=gens,
+                                 record_trajectory=True, lockstep=lockstep))
     lm.train(was_training)
     completion = torch.cat([o.completion for o in outs])
     commit = torch.cat([o.commit_step for o in outs])
@@ -213,7 +223,7 @@ def reference_batch(lm, task, examples, cfg: TrainConfig) -> RolloutBatch:
     """Prompts with the task's reference completions (for methods that train without rollouts)."""
     from .pretrain import sft_batch
 
-    L = cfg.rollout_gen_length or task.gen_length
+    L, _, _ = cfg.rollout_shape().resolve(task)
     pid, pmask, ans = sft_batch(lm, task, examples, L)
     n = len(examples)
     return RolloutBatch(
@@ -342,8 +352,7 @@ class Trainer:
     # ---- pieces --------------------------------------------------------------------------------------
     def validate(self) -> float:
         cfg, task = self.cfg, self.task
-        L = cfg.rollout_gen_length or task.gen_length
-        dec = Decoding(L, cfg.val_steps or cfg.rollout_steps or task.steps, cfg.rollout_block_length or min(task.block_length, L))
+        dec = cfg.validation_decoding(task)
         rows = evaluate(self.lm, task, [dec], split=task.val_split, seed=cfg.seed, limit=cfg.val_limit,
                         show_progress=False, batch_size=max(64, cfg.rollout_batch), dist=self.dist)
         self.lm.train()

@@ -101,7 +101,7 @@ def plan(spec: dict, where: str) -> dict[str, list[tuple[dict, dict]]]:
             raise UserError(f"{where}: tune.grid has a grid for {m!r}, which is not in methods")
     out = {}
     for m in spec.get("methods") or []:
-        if not getattr(METHODS.get(m), "trains", True):
+        if not METHODS.get(m).trains:
             out[m] = [({}, {})]
             continue
         points = trial_points(grid.get(m, grid.get("default") or {}), m, where)
@@ -119,7 +119,7 @@ def _base(spec: dict) -> dict:
 def tune_spec(spec: dict, trials: dict, where: str) -> list[dict]:
     """Phase 1 as one sweep per trial index (a sweep expands lists, so trial i of every method is one sweep:
     methods x tasks x models, one seed); evaluated on each task's validation split."""
-    from .runner import make_task
+    from .config import make_task
 
     tasks = [make_task(t) for t in spec["tasks"]]
     vals = {t.val_split for t in tasks}
@@ -127,8 +127,9 @@ def tune_spec(spec: dict, trials: dict, where: str) -> list[dict]:
         raise UserError(f"{where}: the tasks name their validation splits differently ({sorted(vals)}); tune one task "
                         "family per file")
     train, tune = spec.get("train") or {}, spec.get("tune") or {}
-    steps = tune.get("steps") or [train.get("rollout_steps") or getattr(tasks[0], "train_defaults", {}).get("rollout_steps")
-                                  or tasks[0].steps]
+    from .decoding import RolloutShape
+
+    steps = tune.get("steps") or [RolloutShape(steps=train.get("rollout_steps")).resolve(tasks[0])[2]]
     seed = int(tune.get("seed", 0))
     specs = []
     n = max(len(p) for p in trials.values())

@@ -21,7 +21,7 @@ from fractions import Fraction
 from lfpo_bench.answers import final_answer
 from lfpo_bench.data import load_split, require, url_source
 from lfpo_bench.registry import TASKS
-from lfpo_bench.task import LLADA_TRAIN, TINY_TRAIN, Task
+from lfpo_bench.task import Task
 from lfpo_bench.types import Example
 
 D1_URL = "https://raw.githubusercontent.com/dllm-reasoning/d1/main/dataset/countdown_cd3_test.jsonl"
@@ -69,6 +69,7 @@ def check_expression(expr: str, numbers: list[int], target: int) -> bool:
 
 
 class _Countdown(Task):
+    family = "countdown"
     def prompt(self, ex: Example, style: str = "chat") -> str:
         nums, target = ex.answer["numbers"], ex.answer["target"]
         if style == "compact":
@@ -103,11 +104,9 @@ def random_expression(nums: list[int], ops: str, rng: random.Random) -> str:
 
 @TASKS.register("countdown")
 class Countdown(_Countdown):
-    name = "countdown"
     description = "Countdown with 3 numbers (d1 test set, 256); train problems generated"
     source = "d1 countdown_cd3_test.jsonl (GitHub)"
     default_model = "GSAI-ML/LLaDA-8B-Instruct"
-    train_defaults = LLADA_TRAIN
     tiny_pretrain = "countdown3-mini"
     gen_length = 256
     steps = 128
@@ -143,7 +142,6 @@ class Countdown(_Countdown):
 
 @TASKS.register("countdown3-mini")
 class CountdownMini(_Countdown):
-    name = "countdown3-mini"
     description = "Countdown, 3 numbers 1-9 with + - * (tiny-model scale, synthetic)"
     source = "generated; held-out splits use unseen number triples"
     synthetic = True
@@ -152,7 +150,7 @@ class CountdownMini(_Countdown):
     steps = 8
     block_length = 8
     eval_steps = (1, 2, 4, 8)
-    train_defaults = TINY_TRAIN
+    rollout_steps = 4  # RL rollouts at half the canvas
 
     def _load(self, split: str) -> list[Example]:
         triples = sorted(itertools.combinations_with_replacement(range(1, 10), 3))

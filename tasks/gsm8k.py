@@ -13,7 +13,7 @@ from fractions import Fraction
 from lfpo_bench.answers import final_answer, last_number, numeric_value
 from lfpo_bench.data import hf_source, load_split, require
 from lfpo_bench.registry import TASKS
-from lfpo_bench.task import LLADA_TRAIN, Task
+from lfpo_bench.task import Task
 from lfpo_bench.types import Example
 
 N_VAL = 500
@@ -30,11 +30,10 @@ def extract_answer(completion: str) -> Fraction | None:
 
 @TASKS.register("gsm8k")
 class GSM8K(Task):
-    name = "gsm8k"
+    family = "math"
     description = "GSM8K test 1319; numeric answer from \\boxed{}, <answer> or the last number"
     source = "HF openai/gsm8k (main)"
     default_model = "GSAI-ML/LLaDA-8B-Instruct"
-    train_defaults = LLADA_TRAIN
     tiny_pretrain = "countdown3-mini"
     gen_length = 256
     steps = 128

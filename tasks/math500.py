@@ -15,7 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from lfpo_bench.data import hf_source, load_split, require
 from lfpo_bench.registry import TASKS
-from lfpo_bench.task import LLADA_TRAIN, Scored, Task
+from lfpo_bench.task import Scored, Task
 from lfpo_bench.types import Example, UserError
 
 
@@ -100,11 +100,10 @@ _VERIFIER = _Verifier()
 
 @TASKS.register("math500")
 class MATH500(Task):
-    name = "math500"
+    family = "math"
     description = "MATH-500; math-verify equivalence, in worker processes with a timeout"
     source = "HF HuggingFaceH4/MATH-500"
     default_model = "GSAI-ML/LLaDA-8B-Instruct"
-    train_defaults = LLADA_TRAIN
     tiny_pretrain = "countdown3-mini"
     splits = ("train", "validation", "test")
     gen_length = 256

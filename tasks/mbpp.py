@@ -13,7 +13,6 @@ from lfpo_bench.codeexec import defined_names, extract_code, mbpp_check, plus_ch
 from lfpo_bench.data import load_split, require, url_source
 from lfpo_bench.registry import TASKS
 from lfpo_bench.sandbox import Job
-from lfpo_bench.task import LLADA_TRAIN
 from lfpo_bench.types import Example
 
 MBPP_URL = "https://raw.githubusercontent.com/google-research/google-research/master/mbpp/mbpp.jsonl"
@@ -69,11 +68,9 @@ def mbpp_records(task, data_path) -> list[dict]:
 
 @TASKS.register("mbpp")
 class MBPP(CodeTask):
-    name = "mbpp"
     description = "MBPP (full) test 11-510: assert lines in the sandbox"
     source = "google-research mbpp.jsonl (HF google-research-datasets/mbpp)"
     default_model = "GSAI-ML/LLaDA-8B-Instruct"
-    train_defaults = LLADA_TRAIN
     tiny_pretrain = "toy-code"
     splits = ("train", "validation", "test", "prompt")
     gen_length = 256
@@ -107,7 +104,6 @@ class MBPP(CodeTask):
 
 @TASKS.register("mbpp_plus")
 class MBPPPlus(MBPP):
-    name = "mbpp_plus"
     description = "MBPP+ (evalplus v0.2.0, 378 tasks): base + plus inputs, differential testing"
     source = "evalplus mbppplus_release v0.2.0"
     splits = ("train", "validation", "test")

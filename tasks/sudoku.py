@@ -28,7 +28,7 @@ from functools import lru_cache
 from lfpo_bench.answers import final_answer
 from lfpo_bench.data import load_split, require, url_source
 from lfpo_bench.registry import TASKS
-from lfpo_bench.task import LLADA_TRAIN, TINY_TRAIN, Task
+from lfpo_bench.task import Task
 from lfpo_bench.types import Example, UserError
 
 D1_TEST_URL = "https://raw.githubusercontent.com/dllm-reasoning/d1/main/dataset/4x4_test_sudoku.csv"
@@ -115,6 +115,7 @@ def generate_puzzles(grids: list[str], n: int, seed: int) -> list[tuple[str, str
 
 
 class _SudokuBase(Task):
+    family = "sudoku"
     gen_length = 16
     steps = 16
     block_length = 16
@@ -169,7 +170,6 @@ class _SudokuBase(Task):
 
 @TASKS.register("sudoku4")
 class Sudoku4(_SudokuBase):
-    name = "sudoku4"
     description = "4x4 Sudoku, generated; split by solution grid (embedded default)"
     source = "generated from the 288 grids (200/44/44 split by solution)"
     synthetic = True
@@ -178,7 +178,7 @@ class Sudoku4(_SudokuBase):
     eval_steps = (1, 2, 4, 8, 16)
     sizes = {"train": 20000, "validation": 200, "test": 400}
     # RL preset for the tiny model (see CALIBRATION): 8-step rollouts, 16 prompts x G=8 per update
-    train_defaults = {**TINY_TRAIN, "rollout_steps": 8}
+    rollout_steps = 8  # RL rollouts at half the canvas
 
     def _load(self, split: str) -> list[Example]:
         if split in ("test_d1", "test_spg"):
@@ -193,11 +193,9 @@ class Sudoku4(_SudokuBase):
 
 @TASKS.register("sudoku")
 class Sudoku(_SudokuBase):
-    name = "sudoku"
     description = "4x4 Sudoku as in d1/SPG (LLaDA prompts); test = SPG leak-free split, test_d1 = d1's 256"
     source = "SPG test_sudoku_split_new.csv; d1 4x4_test_sudoku.csv (GitHub)"
     default_model = "GSAI-ML/LLaDA-8B-Instruct"
-    train_defaults = LLADA_TRAIN
     tiny_pretrain = "sudoku4"
     splits = ("train", "validation", "test", "test_d1")
     gen_length = 256

@@ -13,7 +13,7 @@ import random
 from lfpo_bench.code_task import CodeTask
 from lfpo_bench.registry import TASKS
 from lfpo_bench.sandbox import Job, Session
-from lfpo_bench.task import TINY_TRAIN, Scored
+from lfpo_bench.task import Scored
 from lfpo_bench.types import Example
 
 SHOWN = (0, 1, 2, 3)
@@ -37,7 +37,6 @@ def apply(expr: str, x: int) -> int:
 
 @TASKS.register("toy-code")
 class ToyCode(CodeTask):
-    name = "toy-code"
     description = "one-line Python expression in x from 4 examples; scored on 6 hidden inputs in the sandbox"
     source = "generated; held-out functions for validation/test"
     synthetic = True
@@ -47,7 +46,7 @@ class ToyCode(CodeTask):
     block_length = 8
     eval_steps = (1, 2, 4, 8)
     timeout_floor = 2.0
-    train_defaults = TINY_TRAIN
+    rollout_steps = 4  # RL rollouts at half the canvas
 
     def _load(self, split: str) -> list[Example]:
         fns = functions()

@@ -133,7 +133,7 @@ def _jsonl(path, recs):
 
 
 def test_a_data_folder_covers_every_split_and_a_file_only_the_evaluated_one(tmp_path, monkeypatch):
-    from lfpo_bench.runner import make_task
+    from lfpo_bench.config import make_task
     from lfpo_bench.types import UserError
 
     monkeypatch.delenv("LFPO_BENCH_DATA_DIR", raising=False)

@@ -26,7 +26,7 @@ def test_eval_options_reach_the_work_function(monkeypatch):
                         nfe_mean=2.0, latency_ms_p50=1.0, latency_ms_p95=1.0, tokens_per_s=10.0, metrics={"solved": 0.25})
         return [row], "out.jsonl", True
 
-    monkeypatch.setattr("lfpo_bench.runner.run_eval", fake)
+    monkeypatch.setattr("lfpo_bench.eval_job.run_eval", fake)
     res = runner.invoke(cli.app, ["eval", "--task", "sudoku4", "--steps", "2,4", "--threshold", "0.9", "--seed", "3", "--limit", "5"])
     assert res.exit_code == 0, res.output
     a = seen["args"]

@@ -162,7 +162,7 @@ def test_contract_one_update_raises_the_positive_samples_likelihood(lm, plugin_s
 
 
 def test_plugin_from_a_file_runs_through_run(tmp_path, plugin_spec, monkeypatch):
-    from lfpo_bench.run import RunArgs, run
+    from lfpo_bench.train_job import RunArgs, run
 
     monkeypatch.chdir(tmp_path)
     res = run(RunArgs(method=plugin_spec, task="sudoku4", model="tiny-random", updates=2, eval_steps=[2], eval_limit=8,

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lfpo_bench.decoding import Decoding
+
 pytest.importorskip("accelerate", reason="needs the `dist` extra: pip install 'lfpo-bench[dist]'")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "lfpo_bench" / "accelerate"
@@ -210,11 +212,11 @@ def test_lockstep_adds_dummy_forwards_without_changing_the_output(tiny_random, d
     calls = []
     lm.module.register_forward_pre_hook(lambda m, a: calls.append(1))
     kw = dict(gen_length=32, block_length=8, **decoding)
-    alone = generate(lm, ids, **kw)
+    alone = generate(lm, ids, decoding=Decoding(**kw))
     n_alone = len(calls)
     other = _OtherRankNeeds(n_alone + 5)
     calls.clear()
-    stepped = generate(lm, ids, **kw, lockstep=Lockstep(other))
+    stepped = generate(lm, ids, decoding=Decoding(**kw), lockstep=Lockstep(other))
     assert torch.equal(alone.sequences, stepped.sequences)
     assert torch.equal(alone.nfe_per_sample, stepped.nfe_per_sample) and alone.steps == stepped.steps
     assert len(calls) == n_alone + 5  # this rank ran 5 dummy passes while the other was still going

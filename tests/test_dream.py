@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from lfpo_bench.decoding import Decoding
 from lfpo_bench.models.dream.tiny import make_tiny_dream
 from lfpo_bench.models.loader import load_model
 from lfpo_bench.sampler import dream_transfer, generate
@@ -101,8 +102,7 @@ def test_left_padded_batch_equals_each_prompt_alone(ckpts):
 def test_dream_decoding_runs_with_its_schedule_and_rules(ckpts):
     lm = load_model(str(ckpts["dream"]))
     ids, am = lm.encode_prompts(["abc", "hello"], 12)
-    g = generate(lm, ids, am, gen_length=12, steps=4, block_length=12, temperature=0.2, top_p=0.95, remasking="entropy",
-                 schedule="dream", generator=torch.Generator().manual_seed(0), record_trajectory=True)
+    g = generate(lm, ids, am, Decoding(gen_length=12, steps=4, block_length=12, temperature=0.2, top_p=0.95, remasking="entropy", schedule="dream"), generator=torch.Generator().manual_seed(0), record_trajectory=True)
     assert g.nfe == 4 and (g.commit_step >= 0).all()
     # m = 12 masks, eps = 1e-3: t_i = 1 - i * 0.999 / 4; floor(12 * 0.24975) = 2, floor(10 * 0.33289) = 3,
     # floor(7 * 0.49900) = 3, and the last step commits the 4 left
@@ -180,7 +180,7 @@ def test_custom_tokenizer_class_with_only_vocab_and_merges_loads_without_its_cod
 def test_eval_on_a_dream_checkpoint_uses_the_family_rule_unless_told(ckpts, tmp_path):
     """No decoding flags: Dream's schedule, entropy confidence, top-p 0.95 at 0.2, one block over the canvas;
     a flag given by the user wins."""
-    from lfpo_bench.runner import EvalArgs, run_eval
+    from lfpo_bench.eval_job import EvalArgs, run_eval
     from lfpo_bench.timing import TimingConfig
 
     rows, _, _ = run_eval(EvalArgs(task="toy-code", model=str(ckpts["dream"]), steps=[4], limit=2, show_progress=False,

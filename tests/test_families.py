@@ -7,6 +7,7 @@ import types
 import pytest
 import torch
 
+from lfpo_bench.decoding import Decoding
 from lfpo_bench.models.hf import LLADA_EOS, LLADA_EOT, LLADA_MASK, family_of, profile_for
 from lfpo_bench.models.llada import LLaDAConfig, LLaDAModelLM
 from lfpo_bench.models.loader import load_model
@@ -62,14 +63,14 @@ def test_cached_decoding_equals_full_recomputation_when_each_block_is_one_step()
     lm = load_model("tiny-llada")
     ids, am = lm.encode_prompts(["12", "hello there"], 8)
     kw = dict(gen_length=8, block_length=2, steps=4)  # one step per block: every step refreshes the cache
-    assert torch.equal(generate(lm, ids, am, use_cache=True, **kw).completion, generate(lm, ids, am, **kw).completion)
+    assert torch.equal(generate(lm, ids, am, Decoding(use_cache=True, **kw)).completion, generate(lm, ids, am, Decoding(**kw)).completion)
 
 
 def test_cached_decoding_first_step_of_each_block_matches_and_nfe_is_unchanged():
     lm = load_model("tiny-llada")
     ids, am = lm.encode_prompts(["abc"], 8)
-    a = generate(lm, ids, am, gen_length=8, block_length=4, steps=8, use_cache=True)
-    b = generate(lm, ids, am, gen_length=8, block_length=4, steps=8)
+    a = generate(lm, ids, am, Decoding(gen_length=8, block_length=4, steps=8, use_cache=True))
+    b = generate(lm, ids, am, Decoding(gen_length=8, block_length=4, steps=8))
     assert a.nfe == b.nfe == 8
 
 

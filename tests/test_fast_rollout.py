@@ -6,6 +6,7 @@ import tempfile
 import pytest
 import torch
 
+from lfpo_bench.decoding import Decoding
 from lfpo_bench.fast_rollout import fast_rollout, lora_layers, merged_adapters
 from lfpo_bench.models.loader import load_model
 from lfpo_bench.sampler import generate
@@ -33,13 +34,13 @@ def test_merged_rollout_gives_the_plain_paths_tokens_and_restores_the_weights():
     base = {n: p.detach().clone() for n, p in lm.module.named_parameters()}
     ids, am = lm.encode_prompts(["12+3", "hello there"], 16)
     kw = dict(gen_length=16, steps=8, block_length=8, record_trajectory=True)
-    plain_greedy = generate(lm, ids, am, **kw)
-    plain_sampled = generate(lm, ids, am, temperature=1.0, generator=torch.Generator().manual_seed(0), **kw)
+    plain_greedy = generate(lm, ids, am, Decoding(**kw))
+    plain_sampled = generate(lm, ids, am, Decoding(temperature=1.0, **kw), generator=torch.Generator().manual_seed(0))
     assert lora_layers(lm.module), "the model has LoRA layers"
     with merged_adapters(lm.module):
         merged_logits = lm(torch.cat([ids, plain_greedy.completion], 1))
-        fast_greedy = generate(lm, ids, am, **kw)
-        fast_sampled = generate(lm, ids, am, temperature=1.0, generator=torch.Generator().manual_seed(0), **kw)
+        fast_greedy = generate(lm, ids, am, Decoding(**kw))
+        fast_sampled = generate(lm, ids, am, Decoding(temperature=1.0, **kw), generator=torch.Generator().manual_seed(0))
     plain_logits = lm(torch.cat([ids, plain_greedy.completion], 1))
     assert (merged_logits - plain_logits).abs().max() < 1e-4  # same function, up to float32 rounding
     assert torch.equal(fast_greedy.completion, plain_greedy.completion)
@@ -61,8 +62,8 @@ def test_a_failing_rollout_still_restores_the_weights():
 
 @pytest.mark.parametrize("mode", ["merge", "bf16"])
 def test_training_is_unchanged_by_the_fast_rollout_switch(mode):
+    from lfpo_bench.config import make_task
     from lfpo_bench.registry import METHODS
-    from lfpo_bench.runner import make_task
 
     task = make_task("sudoku4")
     results = {}
@@ -85,18 +86,18 @@ def test_switches_are_checked():
     with pytest.raises(ValueError, match="rollout_lora"):
         TrainConfig(rollout_lora="fused")
     lm = load_model("tiny-random")
+    from lfpo_bench.config import make_task
     from lfpo_bench.registry import METHODS
-    from lfpo_bench.runner import make_task
     from lfpo_bench.types import UserError
 
     with pytest.raises(UserError, match="rollout_use_cache"), tempfile.TemporaryDirectory() as d:
         Trainer(lm, make_task("sudoku4"), METHODS.get("lfpo")(METHODS.get("lfpo").Config()), TrainConfig(rollout_use_cache=True), d,
                 show_progress=False)
     ids, am = lm.encode_prompts(["1 2", "3"], 8)
-    plain = generate(lm, ids, am, gen_length=8, steps=4, temperature=1.0, generator=torch.Generator().manual_seed(1))
+    plain = generate(lm, ids, am, Decoding(gen_length=8, steps=4, temperature=1.0), generator=torch.Generator().manual_seed(1))
     for mode in ("merge", "bf16"):  # the tiny model is fully fine-tuned (no LoRA): every switch leaves it as it is
         with fast_rollout(lm, TrainConfig(rollout_lora=mode, rollout_tf32=True)):
-            fast = generate(lm, ids, am, gen_length=8, steps=4, temperature=1.0, generator=torch.Generator().manual_seed(1))
+            fast = generate(lm, ids, am, Decoding(gen_length=8, steps=4, temperature=1.0), generator=torch.Generator().manual_seed(1))
         assert torch.equal(fast.completion, plain.completion)
 
 
@@ -118,6 +119,6 @@ def test_block_logits_equal_the_slice_of_the_full_logits(which, tmp_path):
     T = x.shape[1]
     for a, b in ((0, 4), (1, 5), (2, T), (T - 8, T)):
         assert torch.allclose(lm(x, full_am, logits_range=(a, b)), full[:, a:b], atol=1e-5), (a, b)
-    plain = generate(lm, ids, am, gen_length=8, steps=4, block_length=4)
+    plain = generate(lm, ids, am, Decoding(gen_length=8, steps=4, block_length=4))
     lm.supports_logits_range = False
-    assert torch.equal(generate(lm, ids, am, gen_length=8, steps=4, block_length=4).completion, plain.completion)
+    assert torch.equal(generate(lm, ids, am, Decoding(gen_length=8, steps=4, block_length=4)).completion, plain.completion)

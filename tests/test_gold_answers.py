@@ -11,7 +11,7 @@ from fractions import Fraction
 import pytest
 
 from lfpo_bench.answers import numeric_value
-from lfpo_bench.runner import make_task as get_task
+from lfpo_bench.config import make_task as get_task
 
 pytestmark = pytest.mark.slow
 

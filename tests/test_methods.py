@@ -6,6 +6,7 @@ from contextlib import contextmanager
 import pytest
 import torch
 
+from lfpo_bench.decoding import Decoding
 from lfpo_bench.lfpo import LFPO, LFPOConfig, contrastive_ce, optimality_weight, stratified_steps
 from lfpo_bench.method import group_center, kl_k3, masked_mean, ppo_clip, rloo, zscore
 from lfpo_bench.registry import METHODS
@@ -247,8 +248,7 @@ def test_trajectory_replay_reproduces_the_samplers_trajectory_logprob(tiny_rando
 
     lm = tiny_random
     ids, am = lm.encode_prompts(["12", "3456"])
-    g = generate(lm, ids, am, gen_length=8, steps=8, block_length=4, temperature=1.0, remasking="random",
-                 generator=torch.Generator().manual_seed(0), record_trajectory=True)
+    g = generate(lm, ids, am, Decoding(gen_length=8, steps=8, block_length=4, temperature=1.0, remasking="random"), generator=torch.Generator().manual_seed(0), record_trajectory=True)
     with torch.no_grad():
         lp = trajectory_logps(lm, ids, am, g.completion, g.commit_step, mask_id=lm.mask_id, shrink=1)
     assert torch.allclose(lp, g.commit_logp, atol=1e-5)

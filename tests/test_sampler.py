@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import FakeLM
 
+from lfpo_bench.decoding import Decoding
 from lfpo_bench.sampler import check_schedule, generate, num_transfer_tokens, sample_tokens, state_at
 
 
@@ -27,12 +28,12 @@ def test_bad_schedule_is_a_clear_value_error(L, block, steps, msg):
 
 def test_bad_schedule_raised_by_generate(fake_lm):
     with pytest.raises(ValueError, match="not divisible"):
-        generate(fake_lm, torch.tensor([[5, 6]]), gen_length=10, steps=5, block_length=4)
+        generate(fake_lm, torch.tensor([[5, 6]]), decoding=Decoding(gen_length=10, steps=5, block_length=4))
 
 
 def test_commit_counts_follow_the_schedule_and_nothing_is_remasked(fake_lm):
     P, L = 3, 12
-    g = generate(fake_lm, torch.tensor([[5, 6, 7]] * 2), gen_length=L, steps=6, block_length=4, record_trajectory=True)
+    g = generate(fake_lm, torch.tensor([[5, 6, 7]] * 2), decoding=Decoding(gen_length=L, steps=6, block_length=4), record_trajectory=True)
     assert g.nfe == 6 and len(fake_lm.calls) == 6
     prev = None
     for x in fake_lm.calls:
@@ -48,15 +49,14 @@ def test_commit_counts_follow_the_schedule_and_nothing_is_remasked(fake_lm):
 
 
 def test_blocks_finish_in_order(fake_lm):
-    g = generate(fake_lm, torch.tensor([[5, 6, 7]]), gen_length=12, steps=12, block_length=4, record_trajectory=True)
+    g = generate(fake_lm, torch.tensor([[5, 6, 7]]), decoding=Decoding(gen_length=12, steps=12, block_length=4), record_trajectory=True)
     cs = g.commit_step[0].view(3, 4)
     assert int(cs[0].max()) < int(cs[1].min()) and int(cs[1].max()) < int(cs[2].min())
 
 
 def test_commit_record_rebuilds_every_intermediate_state(fake_lm):
     P = 2
-    g = generate(fake_lm, torch.tensor([[5, 6], [7, 8]]), gen_length=8, steps=8, block_length=4, temperature=1.0,
-                 remasking="random", generator=torch.Generator().manual_seed(1), record_trajectory=True)
+    g = generate(fake_lm, torch.tensor([[5, 6], [7, 8]]), decoding=Decoding(gen_length=8, steps=8, block_length=4, temperature=1.0, remasking="random"), generator=torch.Generator().manual_seed(1), record_trajectory=True)
     for s, x in enumerate(fake_lm.calls):
         assert torch.equal(state_at(g.completion, g.commit_step, s, fake_lm.mask_id), x[:, P:])
 
@@ -67,28 +67,28 @@ def test_greedy_output_is_identical_alone_and_in_a_left_padded_batch(tiny_random
     prompts = ["12345", "9", "hello world"]
     ids, am = lm.encode_prompts(prompts)
     assert (am[1] == 0).sum() == 10  # left padding
-    batch = generate(lm, ids, am, gen_length=8, steps=8, block_length=4).completion
+    batch = generate(lm, ids, am, Decoding(gen_length=8, steps=8, block_length=4)).completion
     for i, p in enumerate(prompts):
         one_ids, one_am = lm.encode_prompts([p])
-        alone = generate(lm, one_ids, one_am, gen_length=8, steps=8, block_length=4).completion
+        alone = generate(lm, one_ids, one_am, Decoding(gen_length=8, steps=8, block_length=4)).completion
         assert torch.equal(alone[0], batch[i]), f"prompt {i} differs alone vs batched"
 
 
 def test_a_seed_reproduces_sampled_output(tiny_random):
     ids, am = tiny_random.encode_prompts(["abc", "de"])
     kw = dict(gen_length=8, steps=4, block_length=8, temperature=1.0, remasking="random")
-    a = generate(tiny_random, ids, am, generator=torch.Generator().manual_seed(3), **kw).completion
-    b = generate(tiny_random, ids, am, generator=torch.Generator().manual_seed(3), **kw).completion
-    c = generate(tiny_random, ids, am, generator=torch.Generator().manual_seed(4), **kw).completion
+    a = generate(tiny_random, ids, am, Decoding(**kw), generator=torch.Generator().manual_seed(3)).completion
+    b = generate(tiny_random, ids, am, Decoding(**kw), generator=torch.Generator().manual_seed(3)).completion
+    c = generate(tiny_random, ids, am, Decoding(**kw), generator=torch.Generator().manual_seed(4)).completion
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
 
 
 def test_threshold_decoding_needs_fewer_passes_on_a_confident_model():
     confident = FakeLM(peak=30.0)
-    fixed = generate(confident, torch.tensor([[5, 6]]), gen_length=16, steps=16, block_length=8)
+    fixed = generate(confident, torch.tensor([[5, 6]]), decoding=Decoding(gen_length=16, steps=16, block_length=8))
     confident2 = FakeLM(peak=30.0)
-    fast = generate(confident2, torch.tensor([[5, 6]]), gen_length=16, steps=16, block_length=8, threshold=0.9)
+    fast = generate(confident2, torch.tensor([[5, 6]]), decoding=Decoding(gen_length=16, steps=16, block_length=8, threshold=0.9))
     assert fixed.nfe == 16
     assert fast.nfe == 2  # one pass per block
     assert torch.equal(fast.completion, fixed.completion)
@@ -96,15 +96,14 @@ def test_threshold_decoding_needs_fewer_passes_on_a_confident_model():
 
 def test_threshold_commits_at_least_one_token_per_step_on_an_unsure_model():
     unsure = FakeLM(peak=0.0)
-    g = generate(unsure, torch.tensor([[5, 6]]), gen_length=8, steps=8, block_length=4, threshold=0.99,
-                 record_trajectory=True)
+    g = generate(unsure, torch.tensor([[5, 6]]), decoding=Decoding(gen_length=8, steps=8, block_length=4, threshold=0.99), record_trajectory=True)
     assert g.nfe == 8  # nothing reaches 0.99, so exactly one token per pass
     assert sorted(g.commit_step[0].tolist()) == list(range(8))
 
 
 def test_cfg_counts_two_evaluations_per_step_and_masks_the_prompt():
     lm = FakeLM()
-    g = generate(lm, torch.tensor([[5, 6, 7]]), gen_length=4, steps=2, block_length=4, cfg_scale=1.0)
+    g = generate(lm, torch.tensor([[5, 6, 7]]), decoding=Decoding(gen_length=4, steps=2, block_length=4, cfg_scale=1.0))
     assert g.nfe == 4 and g.steps == 2
     both = lm.calls[0]
     assert both.shape[0] == 2
@@ -119,7 +118,7 @@ def test_stop_at_eos_fills_the_rest_without_passes():
             return lg
 
     lm = EosLM()
-    g = generate(lm, torch.tensor([[5]]), gen_length=8, steps=8, block_length=2, stop_at_eos=True, record_trajectory=True)
+    g = generate(lm, torch.tensor([[5]]), decoding=Decoding(gen_length=8, steps=8, block_length=2, stop_at_eos=True), record_trajectory=True)
     assert g.nfe == 2  # first block only
     assert (g.completion == 2).all()
     assert (g.commit_step[0, 2:] == g.steps).all()  # filled after the last pass: masked in every state
@@ -165,10 +164,9 @@ def test_logits_eos_inf_never_draws_eos_at_any_temperature():
     P = 2
     lm = EosLover(eos_at=(P + 1, P + 4))
     for t in (0.0, 1.0):
-        base = generate(lm, torch.tensor([[5, 6]]), gen_length=6, steps=3, temperature=t, generator=torch.Generator().manual_seed(0))
+        base = generate(lm, torch.tensor([[5, 6]]), decoding=Decoding(gen_length=6, steps=3, temperature=t), generator=torch.Generator().manual_seed(0))
         assert (base.completion == 2).any()
-        g = generate(lm, torch.tensor([[5, 6]]), gen_length=6, steps=3, temperature=t, logits_eos_inf=True,
-                     generator=torch.Generator().manual_seed(0))
+        g = generate(lm, torch.tensor([[5, 6]]), decoding=Decoding(gen_length=6, steps=3, temperature=t, logits_eos_inf=True), generator=torch.Generator().manual_seed(0))
         assert not (g.completion == 2).any()
 
 
@@ -176,9 +174,9 @@ def test_confidence_eos_eot_inf_commits_predicted_end_tokens_last():
     P = 2
     lm = EosLover(eos_at=(P + 0,), eot_at=(P + 5,))
     kw = dict(gen_length=6, steps=6, record_trajectory=True)
-    plain = generate(lm, torch.tensor([[5, 6]]), **kw)
+    plain = generate(lm, torch.tensor([[5, 6]]), decoding=Decoding(**kw))
     assert set(plain.commit_step[0, [0, 5]].tolist()) == {0, 1}  # confident end tokens go first
-    g = generate(lm, torch.tensor([[5, 6]]), confidence_eos_eot_inf=True, **kw)
+    g = generate(lm, torch.tensor([[5, 6]]), decoding=Decoding(confidence_eos_eot_inf=True, **kw))
     assert set(g.commit_step[0, [0, 5]].tolist()) == {4, 5}  # confidence 0: committed last
     assert g.completion[0, 0] == 2 and g.completion[0, 5] == 3  # still the predicted tokens
 
@@ -214,7 +212,6 @@ def test_top_p_and_top_k_filters_by_hand():
 
 
 def test_top_k_one_samples_like_greedy(fake_lm):
-    greedy = generate(fake_lm, torch.tensor([[5, 6, 7]]), gen_length=8, steps=4)
-    sampled = generate(fake_lm, torch.tensor([[5, 6, 7]]), gen_length=8, steps=4, temperature=1.5, top_k=1,
-                       generator=torch.Generator().manual_seed(3))
+    greedy = generate(fake_lm, torch.tensor([[5, 6, 7]]), decoding=Decoding(gen_length=8, steps=4))
+    sampled = generate(fake_lm, torch.tensor([[5, 6, 7]]), decoding=Decoding(gen_length=8, steps=4, temperature=1.5, top_k=1), generator=torch.Generator().manual_seed(3))
     assert torch.equal(greedy.completion, sampled.completion)

@@ -10,13 +10,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .config import build, load_file, parse_sets, split_overrides
-from .evaluate import decoding_grid, decoding_rule, evaluate, whole_canvas
+from .config import load_file, make_task, merge_layers, parse_sets, resolve_device, split_overrides
+from .decoding import DecodingSpec
+from .evaluate import EvalOptions, evaluation_stage
 from .provenance import config_hash, git_sha
 from .registry import METHODS
 from .results import append_rows, read_rows
-from .runner import check_positive, make_task, resolve_device
-from .timing import TimingConfig, attach
+from .timing import TimingConfig
 from .trackers import make_trackers
 from .trainer import TrainConfig, Trainer, TrainResult
 from .types import ResultRow, UserError
@@ -29,31 +29,24 @@ class RunArgs:
     method: str
     task: str
     model: str | None = None
-    updates: int | None = None
-    config: str | None = None  # YAML with optional sections method:, train:, eval:
-    sets: list[str] = field(default_factory=list)
+    updates: int | None = None  # the --updates flag (a source of train.updates)
+    config: str | None = None  # YAML with optional sections method:, train:, model:
+    sets: list[str] = field(default_factory=list)  # --set key=value (strings, parsed as YAML scalars)
+    method_values: dict = field(default_factory=dict)  # typed method fields (a sweep cell's)
+    train_values: dict = field(default_factory=dict)  # typed train fields (a sweep cell's)
     seed: int = 0
     out_dir: str = "results/runs"
     run_id: str | None = None
     device: str = "auto"
     data: str | None = None
-    eval_steps: list[int] = field(default_factory=list)
-    thresholds: list[float] = field(default_factory=list)
-    gen_lengths: list[int] = field(default_factory=list)  # evaluation gen lengths (default: the task's)
-    block_lengths: list[int] = field(default_factory=list)  # evaluation block lengths (default: the task's)
-    temperature: float | None = None  # evaluation temperature (None: the model family's own rule)
-    remasking: str | None = None  # evaluation remasking (None: the family's)
-    rule: dict = field(default_factory=dict)  # further decoding-rule options (schedule, top_p, top_k, *_eos_*_inf)
-    use_cache: bool = False
-    steps_ratio: float | None = None  # evaluation steps = ratio x gen length (overrides eval_steps), e.g. 0.5
-    split: str | None = None  # evaluation split (default: the task's test split)
-    eval_limit: int | None = None
-    batch_size: int = 128
+    decoding: DecodingSpec = field(default_factory=DecodingSpec)  # the evaluation settings
+    opts: EvalOptions = field(default_factory=lambda: EvalOptions(batch_size=128))  # split, limit, batch size
     eval_before: bool = True  # also evaluate the starting policy (sweeps use a `none` cell instead)
     resume: bool = False
     show_progress: bool = True
     report_to: str = "none"  # experiment trackers: none | tensorboard | wandb (comma-separated)
     timing: TimingConfig = field(default_factory=TimingConfig)  # the timing pass (reps=0: none; sweeps time at the end)
+    source: str = "--set"  # how method_values/train_values are named in errors (a sweep: "the sweep cell")
 
 
 @dataclass
@@ -64,31 +57,73 @@ class ResolvedRun:
     model: str
     run_id: str
     config: dict
+    sources: dict = field(default_factory=dict)  # "section.key" -> where the value came from (not in any hash)
 
 
-def resolve(a: RunArgs, extra_overrides: dict | None = None) -> ResolvedRun:
-    """Task, method (with its config) and train config from defaults, the config file and ``--set``."""
+def resolve(a: RunArgs) -> ResolvedRun:
+    """Task, method (with its config) and train config from their sources, in the one place settings meet.
+
+    Defaults (the method's per-task-family defaults, the model profile's training defaults, the task's rollout
+    steps) are overridden by anything the user gives. What the user gives (the config file, ``--set``, a flag, a
+    sweep cell) must agree: a key given twice with different values is an error naming both sources. The run's
+    ``config.json`` records the source of every value that is not a field default (``sources``)."""
+    from .models.profiles import train_defaults
+
     task = make_task(a.task, a.data)
     method_cls = METHODS.get(a.method)
     file_cfg = load_file(a.config) if a.config else {}
     unknown = set(file_cfg) - {"method", "train", "model"}
     if unknown:
         raise UserError(f"{a.config}: unknown top-level key(s) {sorted(unknown)}; use method:, train: and model:")
-    sets = split_overrides({**parse_sets(a.sets), **(extra_overrides or {})}, {"method": method_cls.Config, "train": TrainConfig})
-    task_defaults = method_cls.task_defaults(task.name) if hasattr(method_cls, "task_defaults") else {}
-    mvals = {**task_defaults, **(file_cfg.get("method") or {}), **sets["method"]}
-    method = method_cls(build(method_cls.Config, mvals, "method."))
-    tvals = {**getattr(task, "train_defaults", {}), **(file_cfg.get("train") or {}), **sets["train"], "seed": a.seed}
-    if a.updates is not None:
-        tvals["updates"] = a.updates
-    if not getattr(method, "trains", True):
-        tvals["updates"] = 0
-    train = build(TrainConfig, tvals, "train.")
+    for sec in ("method", "train"):
+        if not isinstance(file_cfg.get(sec) or {}, dict):
+            raise UserError(f"{a.config}: '{sec}:' must be a mapping of fields to values, got {file_cfg[sec]!r}")
+    if file_cfg.get("model") is not None and not isinstance(file_cfg["model"], str):
+        raise UserError(f"{a.config}: 'model:' must be a model name or path, got {file_cfg['model']!r}")
+    sets = split_overrides(parse_sets(a.sets), {"method": method_cls.Config, "train": TrainConfig})
+    fname = f"config file {a.config}"
     model = a.model or file_cfg.get("model") or task.default_model
+    if a.model and file_cfg.get("model") and a.model != file_cfg["model"]:
+        raise UserError(f"model is given twice with different values: {a.model!r} by --model and {file_cfg['model']!r} by "
+                        f"{fname}; keep one of them")
+    mvals, msrc = merge_layers(method_cls.Config, [
+        (f"{method_cls.__name__}'s default for task family {getattr(task, 'family', '')!r}", method_cls.task_defaults(task), True),
+        (fname, file_cfg.get("method") or {}, False),
+        ("--set", sets["method"], False),
+        (a.source, a.method_values, False),
+    ], "method.")
+    from .config import build
+
+    method = method_cls(build(method_cls.Config, mvals, "method."))
+    family, profile_train = train_defaults(model)
+    shape = {"rollout_steps": task.rollout_steps} if getattr(task, "rollout_steps", None) else {}
+    tvals, tsrc = merge_layers(TrainConfig, [
+        (f"the {family} model profile", profile_train, True),
+        (f"task {task.name}'s rollout steps", shape, True),
+        (fname, file_cfg.get("train") or {}, False),
+        ("--set", sets["train"], False),
+        (a.source, a.train_values, False),
+        ("--updates", {} if a.updates is None else {"updates": a.updates}, False),
+        ("--seed", {"seed": a.seed}, False),
+    ], "train.")
+    if not method.trains:  # a sweep's train: section applies to every method, `none` included: nothing to train
+        tvals["updates"], tsrc["updates"] = 0, f"method {method.name} (does not train)"
+    train = build(TrainConfig, tvals, "train.")
     cfg = {"method": method.name, "method_config": asdict(method.cfg), "task": task.name, "model": model,
            "train": asdict(train), "data": a.data}
     run_id = a.run_id or f"{method.name}-{task.name}-s{a.seed}-{config_hash(cfg)[:8]}"
-    return ResolvedRun(task, method, train, model, run_id, cfg)
+    check_run_id(run_id)
+    sources = {**{f"method.{k}": v for k, v in msrc.items()}, **{f"train.{k}": v for k, v in tsrc.items()}}
+    return ResolvedRun(task, method, train, model, run_id, cfg, sources)
+
+
+def check_run_id(run_id: str) -> None:
+    """A run id becomes a folder name under --out-dir: no separators, no '..', nothing hidden."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+=,\[\]-]*", run_id) or ".." in run_id:
+        raise UserError(f"--run-id {run_id!r}: a run id becomes a folder name; use letters, digits and - _ . + = , [ ] "
+                        "(no '/', no '..', not starting with '.')")
 
 
 def _folder_only(data: str | None) -> str | None:
@@ -101,29 +136,28 @@ def preflight(a: RunArgs, r: ResolvedRun):
     """Everything a run will need, checked before any model work: settings in range, the rollout schedule,
     every data split it reads (train, validation, evaluation), the output folder, the trackers. Returns the
     task RL trains on (its splits loaded)."""
+    from .decoding import Decoding
     from .results import check_output_dir
-    from .sampler import check_schedule
     from .trackers import check_report_to
 
-    check_positive(**{"--limit": a.eval_limit, "--batch-size": a.batch_size})
+    a.opts.check()
     check_report_to(a.report_to)
     a.timing.check()
     check_output_dir(a.out_dir)
     task = r.task
+    a.decoding.expand(task)  # the evaluation settings, checked before any model work
     train_task = make_task(task.train_task, _folder_only(a.data)) if task.train_task else task
-    if getattr(r.method, "trains", True) and r.train.updates > 0:
-        L = r.train.rollout_gen_length or train_task.gen_length
-        blk = r.train.rollout_block_length or min(train_task.block_length, L)
-        steps = r.train.rollout_steps or train_task.steps
+    if r.method.trains and r.train.updates > 0:
+        L, blk, steps = r.train.rollout_shape().resolve(train_task)
         try:
-            check_schedule(L, blk, steps, None)
+            Decoding(L, steps, blk)
         except ValueError as e:
             raise UserError(f"rollout decoding (train.rollout_steps={steps}, train.rollout_gen_length={L}, "
                             f"train.rollout_block_length={blk}): {e}") from None
         for split in (train_task.train_split, train_task.val_split):
             if not train_task.load(split):
                 raise UserError(f"task {train_task.name!r} has no examples in split {split!r}")
-    task.load(a.split or task.eval_split)
+    task.load(a.opts.split or task.eval_split)
     return train_task
 
 
@@ -155,31 +189,22 @@ def run(a: RunArgs) -> RunResult:
         raise UserError(f"{run_dir} already holds a finished or partial run; pass --resume to continue it or --run-id NAME")
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps({**r.config, "git_sha": git_sha(), "seed": a.seed, "world_size": dist.world_size,
+        (run_dir / "config.json").write_text(json.dumps({**r.config, "sources": r.sources, "git_sha": git_sha(), "seed": a.seed, "world_size": dist.world_size,
                                                           "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2))
     with dist.main_first():  # a missing cached tiny model is pretrained once, not by every rank at once
         lm = load_model(r.model, task=task, device=device, quiet=not a.show_progress, load_in_4bit=r.train.load_in_4bit)
-    model_name = lm.name if r.model == "tiny" else r.model
-    rule = decoding_rule(lm.profile, temperature=a.temperature, remasking=a.remasking, **a.rule)
-    canvas = whole_canvas(lm.profile)  # Dream/DiffuCoder rank over the whole canvas unless a block length is given
-    decodings = [d for L in (a.gen_lengths or [None]) for blk in (a.block_lengths or [None])
-                 for d in decoding_grid(task, gen_length=L, block_length=blk or ((L or task.gen_length) if canvas else None),
-                                        thresholds=a.thresholds,
-                                        steps=[max(1, int((L or task.gen_length) * a.steps_ratio))] if a.steps_ratio else (a.eval_steps or None),
-                                        use_cache=a.use_cache, **rule)]
+    from .eval_job import model_label
+
+    model_name = model_label(r.model, lm)
+    decodings = a.decoding.expand(task, lm.profile)  # the family's own rule where the user gave none
     extra = {"run": r.config}
 
     def rows_for(stage: str, ckpt: str) -> list[ResultRow]:
-        rows = evaluate(lm, task, decodings, split=a.split, seed=a.seed, batch_size=a.batch_size, limit=a.eval_limit,
-                        method=method.name, model_name=model_name, extra=extra, show_progress=a.show_progress, dist=dist)
+        rows = evaluation_stage(lm, task, decodings, a.opts, timing=a.timing, method=method.name, model_name=model_name,
+                                extra={**extra, "stage": stage}, dist=dist, show_progress=a.show_progress,
+                                group=f"{r.run_id}/{stage}")
         for row in rows:
             row.stage, row.run_id, row.checkpoint = stage, r.run_id, ckpt
-            row.config = {**row.config, "stage": stage}
-            row.config_hash = config_hash(row.config)
-        if a.timing.reps and dist.world_size == 1:  # latency from its own pass, not from the accuracy pass above
-            problems = task.load(a.split or task.eval_split)[: a.eval_limit]
-            attach(rows, lm, task, decodings, problems, a.timing, batch_size=a.batch_size, seed=a.seed,
-                   show_progress=a.show_progress, group=f"{r.run_id}/{stage}")
         return rows
 
     def write(rows: list[ResultRow]) -> None:
@@ -188,7 +213,7 @@ def run(a: RunArgs) -> RunResult:
 
     done = {row["stage"] for row in read_rows(rows_path)}
     after: list[ResultRow] = []
-    trains = getattr(method, "trains", True)
+    trains = method.trains
     if a.eval_before and trains and "before" not in done:
         write(rows_for("before", "start"))
     if trains and "after" in done:  # finished earlier: nothing left to do
