@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lfpo_bench.likelihood import mask_generator
+from lfpo_bench.likelihood import mask_generator, sft_loss
 from lfpo_bench.method import Method
-from lfpo_bench.pretrain import sft_loss
 from lfpo_bench.registry import METHODS
 from lfpo_bench.types import LossOut
 

@@ -2,10 +2,11 @@
 
 The public surface is small on purpose:
 
-- ``lfpo_bench.sampler.generate``: the one masked-diffusion sampler;
-- ``lfpo_bench.models.load_model``: tiny built-in model, local checkpoints, hub ids;
-- ``lfpo_bench.registry``: tasks and methods by name;
-- ``lfpo_bench.trainer.train`` / ``lfpo_bench.runner``: the one RL loop, eval and sweeps.
+- ``lfpo_bench.decoding.Decoding`` and ``lfpo_bench.sampler.generate``: one decoding setting, the one sampler;
+- ``lfpo_bench.models.loader.load_model``: tiny built-in model, local checkpoints, hub ids;
+- ``lfpo_bench.registry``: ``TASKS`` and ``METHODS`` by name (lazy: listing imports no model code);
+- ``lfpo_bench.trainer.Trainer``: the one RL loop; ``lfpo_bench.evaluate.evaluation_stage``: the one evaluation;
+- ``lfpo_bench.eval_job.run_eval`` / ``lfpo_bench.train_job.run`` / ``lfpo_bench.sweep.sweep``: the CLI's work.
 """
 
 __version__ = "0.1.0"

@@ -74,7 +74,16 @@ def decoding_options(fn):
             if raw is not None and not raw.replace(",", "").strip():
                 raise UserError(f"{flag} {raw!r}: empty; give values such as {'0.9' if n == 'thresholds' else '2,4,8'} or omit it")
             given[n] = (_floats if n == "thresholds" else _ints)(raw, flag)
-        return fn(decoding=DecodingSpec(**given), **kw)
+        try:
+            spec = DecodingSpec(**given)
+        except UserError as e:  # name the flag the user typed, not the field
+            msg = str(e)
+            for f in fields(DecodingSpec):
+                if msg.split(" ")[0] in (f.name, f.name.rstrip("s")):
+                    msg = f"{f.metadata['flag']}: {msg}"
+                    break
+            raise UserError(msg) from None
+        return fn(decoding=spec, **kw)
 
     del wrapper.__wrapped__  # typer must see the wrapper's signature, not fn's
     wrapper.__signature__ = sig.replace(parameters=own + extra)
@@ -98,10 +107,8 @@ def list_cmd() -> None:
     m.add_column("method")
     m.add_column("origin")
     m.add_column("description")
-    for name in METHODS.names():
-        cls = METHODS.get(name)
-        doc = (cls.__doc__ or "").strip().splitlines()
-        m.add_row(name, METHODS.origin(name), doc[0] if doc else "")
+    for name in METHODS.names():  # descriptions from the registry: no method module (nor torch) is imported
+        m.add_row(name, METHODS.origin(name), METHODS.describe(name))
     console.print(m)
     for reg in (TASKS, METHODS):
         for name, e in reg.plugin_errors.items():

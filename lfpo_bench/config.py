@@ -147,8 +147,8 @@ def merge_layers(cls, layers: list[tuple[str, dict[str, Any], bool]], where: str
             if k in values and not default_of[k] and not is_default and values[k] != v:
                 raise UserError(f"{where}{k} is given twice with different values: {values[k]!r} by {origin[k]} and {v!r} by "
                                 f"{source}; keep one of them")
-            if k in values and not default_of[k] and is_default:
-                continue  # a default never overrides what the user gave
+            if k in values and not default_of[k] and (is_default or values[k] == v):
+                continue  # a default never overrides what the user gave; the same value again keeps its first source
             values[k], origin[k], default_of[k] = v, source, is_default
     return values, origin
 

@@ -177,3 +177,35 @@ def trajectory_logps(policy, prompt_ids, prompt_mask, completion, commit_step, *
         lp = token_logps(completion_logits(policy, prompt_ids, prompt_mask, state), completion)
         out = torch.where(group == s, lp, out)
     return out
+
+
+# ---- the SFT estimator (pretraining and the `sft` baseline) --------------------------------------------
+def sft_batch(lm, task, examples, gen_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prompt ids/mask (left padded) and answer ids padded with EOS to ``gen_length``."""
+    style = lm.profile.prompt_style
+    pid, pmask = lm.encode_prompts([task.prompt(e, style) for e in examples], gen_length)
+    eos = lm.profile.eos_ids[0]
+    ans = torch.full((len(examples), gen_length), eos, dtype=torch.long)
+    for i, e in enumerate(examples):
+        ids = lm.tokenizer(task.sft_target(e))["input_ids"][:gen_length]
+        ans[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return pid, pmask, ans
+
+
+def masked_diffusion_loss(logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """sum over masked positions of CE / t, divided by B * L.
+
+    logits [B, L, V], targets [B, L], masked [B, L] bool, t [B, 1] mask ratio of each row."""
+    B, L = targets.shape
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none").view(B, L)
+    return (ce * masked / t).sum() / (B * L)
+
+
+def sft_loss(lm, pid, pmask, ans, gen: torch.Generator, t_min: float) -> torch.Tensor:
+    """LLaDA SFT loss with t ~ U(t_min, 1) per row; the prompt is never masked."""
+    B, L = ans.shape
+    t = (t_min + (1 - t_min) * torch.rand(B, 1, generator=gen)).to(ans.device)
+    masked = torch.rand(B, L, generator=gen).to(ans.device) < t
+    x = torch.cat([pid, torch.where(masked, torch.full_like(ans, lm.mask_id), ans)], 1)
+    am = torch.cat([pmask, torch.ones_like(ans)], 1)
+    return masked_diffusion_loss(lm(x, am)[:, pid.shape[1] :], ans, masked, t)

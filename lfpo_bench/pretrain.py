@@ -12,67 +12,22 @@ CPU. Checkpoints are cached under ``<cache>/models/<name>`` and rebuilt on first
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from .paths import cache_dir
+from .models.tiny.cache import DEFAULTS, PretrainConfig, checkpoint_path, default_config
 from .progress import progress_bar
 from .types import UserError
 
+__all__ = ["DEFAULTS", "PretrainConfig", "checkpoint_path", "default_config", "ensure_tiny", "pretrain", "with_overrides"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    task: str = "sudoku4"  # synthetic task to train on
-    steps: int = 110  # optimiser steps (kept short: an imperfect start leaves room for RL)
-    batch_size: int = 128  # examples per step
-    lr: float = 3e-4  # AdamW learning rate (constant after warmup)
-    warmup: int = 10  # linear warmup steps
-    weight_decay: float = 0.0  # AdamW weight decay
-    t_min: float = 0.05  # lower end of the mask ratio t ~ U(t_min, 1)
-    seed: int = 0  # init, batch order and masks
-    d_model: int = 128  # tiny model width
-    n_layers: int = 4  # tiny model depth
-    n_heads: int = 4  # attention heads
-
-    def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:10]
-
-
-# Per-task defaults, chosen so each lands in the 20-60% band at the task's default steps (see README).
-DEFAULTS: dict[str, PretrainConfig] = {
-    "sudoku4": PretrainConfig(task="sudoku4", steps=110),
-    "countdown3-mini": PretrainConfig(task="countdown3-mini", steps=600),
-    "toy-code": PretrainConfig(task="toy-code", steps=600),
-}
-
-
-def default_config(task: str) -> PretrainConfig:
-    if task in DEFAULTS:
-        return DEFAULTS[task]
-    from .registry import TASKS
-
-    t = TASKS.get(task)
-    if not getattr(t, "synthetic", False):
-        raise UserError(
-            f"task {task!r} is not synthetic: the tiny model is pretrained on a synthetic task "
-            f"({', '.join(sorted(DEFAULTS))})"
-        )
-    return PretrainConfig(task=task)
-
-
-def checkpoint_path(cfg: PretrainConfig) -> Path:
-    return cache_dir() / "models" / f"tiny-{cfg.task}-{cfg.key()}"
 
 
 def ensure_tiny(task: str, quiet: bool = False) -> Path:
@@ -98,42 +53,17 @@ def _say(msg: str, quiet: bool) -> None:
         Console(stderr=True).print(f"[yellow]{msg}[/yellow]")
 
 
-def sft_batch(lm, task, examples, gen_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Prompt ids/mask (left padded) and answer ids padded with EOS to ``gen_length``."""
-    style = lm.profile.prompt_style
-    pid, pmask = lm.encode_prompts([task.prompt(e, style) for e in examples], gen_length)
-    eos = lm.profile.eos_ids[0]
-    ans = torch.full((len(examples), gen_length), eos, dtype=torch.long)
-    for i, e in enumerate(examples):
-        ids = lm.tokenizer(task.sft_target(e))["input_ids"][:gen_length]
-        ans[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    return pid, pmask, ans
-
-
-def masked_diffusion_loss(logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """sum over masked positions of CE / t, divided by B * L.
-
-    logits [B, L, V], targets [B, L], masked [B, L] bool, t [B, 1] mask ratio of each row."""
-    B, L = targets.shape
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none").view(B, L)
-    return (ce * masked / t).sum() / (B * L)
-
-
-def sft_loss(lm, pid, pmask, ans, gen: torch.Generator, t_min: float) -> torch.Tensor:
-    """LLaDA SFT loss with t ~ U(t_min, 1) per row; the prompt is never masked."""
-    B, L = ans.shape
-    t = (t_min + (1 - t_min) * torch.rand(B, 1, generator=gen)).to(ans.device)
-    masked = torch.rand(B, L, generator=gen).to(ans.device) < t
-    x = torch.cat([pid, torch.where(masked, torch.full_like(ans, lm.mask_id), ans)], 1)
-    am = torch.cat([pmask, torch.ones_like(ans)], 1)
-    return masked_diffusion_loss(lm(x, am)[:, pid.shape[1] :], ans, masked, t)
-
-
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, show_progress: bool = True) -> dict:
     """Train a fresh tiny model on ``cfg.task`` and save it (plus ``pretrain.json``) to ``out_dir``."""
-    from .models.loader import new_tiny, save_model
+    from .likelihood import sft_batch, sft_loss
+    from .models.save import save_model
+    from .models.tiny.build import new_tiny
     from .registry import TASKS
 
+    out_dir = Path(out_dir)
+    check_pretrain_out(out_dir)
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise UserError(f"pretraining needs steps >= 1 and batch_size >= 1, got steps={cfg.steps}, batch_size={cfg.batch_size}")
     task = TASKS.get(cfg.task)()
     if not getattr(task, "synthetic", False):
         raise UserError(f"pretraining needs a synthetic task; {cfg.task!r} is not one")
@@ -162,7 +92,6 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, show_progress: bool = Tru
                 _say(f"pretraining {cfg.task!r}: {cfg.steps} steps, about {eta / 60:.1f} more minutes at the current speed",
                      quiet=not show_progress)
     lm.eval()
-    out_dir = Path(out_dir)
     tmp = out_dir.with_name(f"{out_dir.name}.tmp{os.getpid()}")  # concurrent pretrainers never share a folder
     save_model(lm, tmp)
     info = {"config": asdict(cfg), "seconds": round(time.time() - t0, 1), "final_loss": sum(losses[-10:]) / min(10, len(losses))}
@@ -173,6 +102,19 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, show_progress: bool = Tru
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)  # atomic publish: a half-written checkpoint is never picked up
     return info
+
+
+def check_pretrain_out(out_dir: Path) -> None:
+    """``--out`` must be new, or a checkpoint an earlier pretraining wrote (its ``pretrain.json``): nothing
+    else is ever replaced. Checked before any work."""
+    if out_dir.exists() and not (out_dir.is_dir() and (out_dir / "pretrain.json").is_file()):
+        raise UserError(f"--out {out_dir}: exists and is not a tiny checkpoint written by `lfpo-bench pretrain`; "
+                        "it is left as it is: choose a new folder")
+    parent = out_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UserError(f"--out {out_dir}: cannot create it under {parent} (not a writable folder); choose another path")
 
 
 def with_overrides(cfg: PretrainConfig, **kw) -> PretrainConfig:

@@ -221,7 +221,7 @@ def rollout(lm, task, examples, method, cfg: TrainConfig, bank: PolicyBank, upda
 
 def reference_batch(lm, task, examples, cfg: TrainConfig) -> RolloutBatch:
     """Prompts with the task's reference completions (for methods that train without rollouts)."""
-    from .pretrain import sft_batch
+    from .likelihood import sft_batch
 
     L, _, _ = cfg.rollout_shape().resolve(task)
     pid, pmask, ans = sft_batch(lm, task, examples, L)

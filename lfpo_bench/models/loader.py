@@ -19,87 +19,13 @@ from pathlib import Path
 import torch
 
 from ..types import UserError
-from .base import DiffusionLM, FamilyProfile
-from .tokenizer import CharTokenizer
+from .base import DiffusionLM
+from .save import quiet_transformers, save_model
+from .tiny.build import _load_tiny_dir, new_tiny, tiny_profile
+
+__all__ = ["load_model", "new_tiny", "save_model", "tiny_profile"]
 
 log = logging.getLogger(__name__)
-
-
-def _quiet_transformers() -> None:
-    """transformers' own weight-loading/saving bars would interleave with ours."""
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    try:
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
-    except ImportError:
-        pass
-
-
-_quiet_transformers()
-
-
-def tiny_profile(config, tokenizer: CharTokenizer) -> FamilyProfile:
-    return FamilyProfile(
-        name="tiny",
-        mask_id=tokenizer.mask_token_id,
-        eos_ids=(tokenizer.eos_token_id,),
-        pad_id=tokenizer.pad_token_id,
-        shift_logits=False,
-        chat=False,
-        prompt_style="compact",
-        sep_id=tokenizer.sep_token_id,
-        max_length=config.max_position_embeddings,
-        recommended={"temperature": 0.0, "remasking": "low_confidence"},
-    )
-
-
-def new_tiny(seed: int = 0, **overrides) -> DiffusionLM:
-    """A randomly initialised tiny model (deterministic for ``seed``)."""
-    from .tiny import TinyDLM, TinyDLMConfig
-
-    tok = CharTokenizer()
-    cfg = TinyDLMConfig(
-        vocab_size=(tok.vocab_size + 7) // 8 * 8,
-        mask_token_id=tok.mask_token_id,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-        bos_token_id=tok.bos_token_id,
-        sep_token_id=tok.sep_token_id,
-        **overrides,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # init only, inside a forked RNG: the global RNG is left untouched
-        module = TinyDLM(cfg)
-    return DiffusionLM(module, tok, tiny_profile(cfg, tok), name="tiny-random")
-
-
-def save_model(lm: DiffusionLM, path: str | Path, state_dict: dict | None = None) -> Path:
-    """Save so that ``AutoModel.from_pretrained(path, trust_remote_code=True)`` works in a fresh process.
-    ``state_dict``: the full weights when the module's own parameters are shards (FSDP)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    module = lm.module
-    if lm.profile.name == "tiny":
-        module.config.register_for_auto_class()
-        module.register_for_auto_class("AutoModel")
-    if state_dict is None:
-        module.save_pretrained(path)
-    else:
-        module.save_pretrained(path, state_dict=state_dict)
-    lm.tokenizer.save_pretrained(path)
-    return path
-
-
-def _load_tiny_dir(path: Path, device, dtype) -> DiffusionLM:
-    from .tiny import TinyDLM
-
-    module = TinyDLM.from_pretrained(path, dtype=dtype or torch.float32)
-    tok = CharTokenizer.from_pretrained(path)
-    return DiffusionLM(module.to(device).eval(), tok, tiny_profile(module.config, tok), name=str(path))
 
 
 def _damaged_file(path: Path) -> str | None:
@@ -141,6 +67,7 @@ def load_model(spec: str, *, task=None, device: str | torch.device = "cpu", dtyp
                load_in_4bit: bool = False) -> DiffusionLM:
     """Resolve ``spec`` (see module docstring) to a ``DiffusionLM`` on ``device`` (``load_in_4bit``: QLoRA-style
     NF4 weights for real models, CUDA only)."""
+    quiet_transformers()
     if spec == "tiny-llada":
         from ..paths import cache_dir
         from .llada.tiny import make_tiny_llada
@@ -158,7 +85,9 @@ def load_model(spec: str, *, task=None, device: str | torch.device = "cpu", dtyp
         lm.module.to(device).eval()
         return lm
     if spec == "tiny" or spec.startswith("tiny:"):
-        from ..pretrain import ensure_tiny
+        from ..pretrain import (
+            ensure_tiny,  # pretrains a missing checkpoint (pretrain never imports the loader)
+        )
 
         pre = spec.split(":", 1)[1] if ":" in spec else (getattr(task, "tiny_pretrain", None) or "sudoku4")
         path = ensure_tiny(pre, quiet=quiet)
