@@ -3,6 +3,7 @@ the decoding sweep, and write rows, logs and the checkpoint under ``results/runs
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -198,9 +199,10 @@ def run(a: RunArgs) -> RunResult:
     model_name = model_label(r.model, lm)
     decodings = a.decoding.expand(task, lm.profile)  # the family's own rule where the user gave none
     extra = {"run": r.config}
+    opts = dataclasses.replace(a.opts, seed=a.seed)  # the run's seed is its evaluation's sampling seed too
 
     def rows_for(stage: str, ckpt: str) -> list[ResultRow]:
-        rows = evaluation_stage(lm, task, decodings, a.opts, timing=a.timing, method=method.name, model_name=model_name,
+        rows = evaluation_stage(lm, task, decodings, opts, timing=a.timing, method=method.name, model_name=model_name,
                                 extra={**extra, "stage": stage}, dist=dist, show_progress=a.show_progress,
                                 group=f"{r.run_id}/{stage}")
         for row in rows:

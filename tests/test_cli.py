@@ -22,7 +22,7 @@ def test_eval_options_reach_the_work_function(monkeypatch):
         from lfpo_bench.types import ResultRow
 
         row = ResultRow(method="none", task=args.task, model="m", split="test", gen_length=16, steps=2, block_length=16,
-                        decoding="fixed", temperature=0.0, remasking="low_confidence", seed=args.seed, n=1, accuracy=0.5,
+                        decoding="fixed", temperature=0.0, remasking="low_confidence", seed=args.opts.seed, n=1, accuracy=0.5,
                         nfe_mean=2.0, latency_ms_p50=1.0, latency_ms_p95=1.0, tokens_per_s=10.0, metrics={"solved": 0.25})
         return [row], "out.jsonl", True
 
@@ -30,7 +30,7 @@ def test_eval_options_reach_the_work_function(monkeypatch):
     res = runner.invoke(cli.app, ["eval", "--task", "sudoku4", "--steps", "2,4", "--threshold", "0.9", "--seed", "3", "--limit", "5"])
     assert res.exit_code == 0, res.output
     a = seen["args"]
-    assert (a.task, a.steps, a.thresholds, a.seed, a.limit) == ("sudoku4", [2, 4], [0.9], 3, 5)
+    assert (a.task, a.decoding.steps, a.decoding.thresholds, a.opts.seed, a.opts.limit) == ("sudoku4", (2, 4), (0.9,), 3, 5)
     assert "50.0" in res.output and "25.0" in res.output  # accuracy and the task's extra metric, in percent
 
 

@@ -162,10 +162,13 @@ def test_contract_one_update_raises_the_positive_samples_likelihood(lm, plugin_s
 
 
 def test_plugin_from_a_file_runs_through_run(tmp_path, plugin_spec, monkeypatch):
+    from lfpo_bench.decoding import DecodingSpec
+    from lfpo_bench.evaluate import EvalOptions
     from lfpo_bench.train_job import RunArgs, run
 
     monkeypatch.chdir(tmp_path)
-    res = run(RunArgs(method=plugin_spec, task="sudoku4", model="tiny-random", updates=2, eval_steps=[2], eval_limit=8,
+    res = run(RunArgs(method=plugin_spec, task="sudoku4", model="tiny-random", updates=2, decoding=DecodingSpec(steps=(2,)),
+                      opts=EvalOptions(limit=8, batch_size=128),
                       sets=["train.val_limit=8", "train.prompts_per_update=2", "train.group_size=2"], show_progress=False))
     assert [r.stage for r in res.before + res.after] == ["before", "after"]
     assert res.after[0].method == "reinforce" and (res.run_dir / "checkpoint" / "config.json").exists()

@@ -180,16 +180,19 @@ def test_custom_tokenizer_class_with_only_vocab_and_merges_loads_without_its_cod
 def test_eval_on_a_dream_checkpoint_uses_the_family_rule_unless_told(ckpts, tmp_path):
     """No decoding flags: Dream's schedule, entropy confidence, top-p 0.95 at 0.2, one block over the canvas;
     a flag given by the user wins."""
+    from lfpo_bench.decoding import DecodingSpec
     from lfpo_bench.eval_job import EvalArgs, run_eval
+    from lfpo_bench.evaluate import EvalOptions
     from lfpo_bench.timing import TimingConfig
 
-    rows, _, _ = run_eval(EvalArgs(task="toy-code", model=str(ckpts["dream"]), steps=[4], limit=2, show_progress=False,
+    rows, _, _ = run_eval(EvalArgs(task="toy-code", model=str(ckpts["dream"]), decoding=DecodingSpec(steps=(4,)),
+                                   opts=EvalOptions(limit=2), show_progress=False,
                                    out=str(tmp_path / "a.jsonl"), timing=TimingConfig(reps=0)))
     d = rows[0].config["decoding"]
     assert (d["schedule"], d["remasking"], d["top_p"], d["temperature"]) == ("dream", "entropy", 0.95, 0.2)
     assert d["block_length"] == d["gen_length"]
-    rows, _, _ = run_eval(EvalArgs(task="toy-code", model=str(ckpts["dream"]), steps=[4], limit=2, show_progress=False,
-                                   out=str(tmp_path / "b.jsonl"), temperature=0.0, remasking="low_confidence", schedule="even",
-                                   timing=TimingConfig(reps=0)))
+    rows, _, _ = run_eval(EvalArgs(task="toy-code", model=str(ckpts["dream"]), opts=EvalOptions(limit=2), show_progress=False,
+                                   out=str(tmp_path / "b.jsonl"), timing=TimingConfig(reps=0),
+                                   decoding=DecodingSpec(steps=(4,), temperature=0.0, remasking="low_confidence", schedule="even")))
     d = rows[0].config["decoding"]
-    assert (d["temperature"], d["remasking"]) == (0.0, "low_confidence") and "schedule" not in d  # defaults are not recorded
+    assert (d["temperature"], d["remasking"], d["schedule"]) == (0.0, "low_confidence", "even") and d["schema"] == 2

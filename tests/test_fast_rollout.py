@@ -33,14 +33,16 @@ def test_merged_rollout_gives_the_plain_paths_tokens_and_restores_the_weights():
     lm.eval()
     base = {n: p.detach().clone() for n, p in lm.module.named_parameters()}
     ids, am = lm.encode_prompts(["12+3", "hello there"], 16)
-    kw = dict(gen_length=16, steps=8, block_length=8, record_trajectory=True)
-    plain_greedy = generate(lm, ids, am, Decoding(**kw))
-    plain_sampled = generate(lm, ids, am, Decoding(temperature=1.0, **kw), generator=torch.Generator().manual_seed(0))
+    kw = dict(gen_length=16, steps=8, block_length=8)
+    plain_greedy = generate(lm, ids, am, Decoding(**kw), record_trajectory=True)
+    plain_sampled = generate(lm, ids, am, Decoding(temperature=1.0, **kw), generator=torch.Generator().manual_seed(0),
+                             record_trajectory=True)
     assert lora_layers(lm.module), "the model has LoRA layers"
     with merged_adapters(lm.module):
         merged_logits = lm(torch.cat([ids, plain_greedy.completion], 1))
-        fast_greedy = generate(lm, ids, am, Decoding(**kw))
-        fast_sampled = generate(lm, ids, am, Decoding(temperature=1.0, **kw), generator=torch.Generator().manual_seed(0))
+        fast_greedy = generate(lm, ids, am, Decoding(**kw), record_trajectory=True)
+        fast_sampled = generate(lm, ids, am, Decoding(temperature=1.0, **kw), generator=torch.Generator().manual_seed(0),
+                                record_trajectory=True)
     plain_logits = lm(torch.cat([ids, plain_greedy.completion], 1))
     assert (merged_logits - plain_logits).abs().max() < 1e-4  # same function, up to float32 rounding
     assert torch.equal(fast_greedy.completion, plain_greedy.completion)

@@ -173,10 +173,10 @@ def test_logits_eos_inf_never_draws_eos_at_any_temperature():
 def test_confidence_eos_eot_inf_commits_predicted_end_tokens_last():
     P = 2
     lm = EosLover(eos_at=(P + 0,), eot_at=(P + 5,))
-    kw = dict(gen_length=6, steps=6, record_trajectory=True)
-    plain = generate(lm, torch.tensor([[5, 6]]), decoding=Decoding(**kw))
+    kw = dict(gen_length=6, steps=6)
+    plain = generate(lm, torch.tensor([[5, 6]]), decoding=Decoding(**kw), record_trajectory=True)
     assert set(plain.commit_step[0, [0, 5]].tolist()) == {0, 1}  # confident end tokens go first
-    g = generate(lm, torch.tensor([[5, 6]]), decoding=Decoding(confidence_eos_eot_inf=True, **kw))
+    g = generate(lm, torch.tensor([[5, 6]]), decoding=Decoding(confidence_eos_eot_inf=True, **kw), record_trajectory=True)
     assert set(g.commit_step[0, [0, 5]].tolist()) == {4, 5}  # confidence 0: committed last
     assert g.completion[0, 0] == 2 and g.completion[0, 5] == 3  # still the predicted tokens
 
