@@ -170,10 +170,3 @@ def make_task(name: str, data: str | None = None):
 
     cls = TASKS.get(name)
     return cls(data_path=data) if isinstance(cls, type) else cls
-
-
-def check_positive(**flags: int | None) -> None:
-    """Count options (given by flag name) must be >= 1 when set; a ``UserError`` names the first that is not."""
-    for flag, v in flags.items():
-        if v is not None and v < 1:
-            raise UserError(f"{flag} {v}: must be >= 1" + (" (omit it to evaluate every problem)" if flag == "--limit" else ""))

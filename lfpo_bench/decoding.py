@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .types import UserError
@@ -69,6 +69,11 @@ def _int(name: str, v: Any, lo: int = 1, optional: bool = False) -> int | None:
     return v
 
 
+def check_cfg_scale(v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+        raise DecodingError(f"cfg_scale = {v!r}: the guidance scale must be >= 0 (0 = off)")
+
+
 def check_rule(temperature: Any, remasking: Any, schedule: Any, top_p: Any, top_k: Any) -> None:
     """The rule's values, whichever object holds them (``Decoding``, ``DecodingSpec``, a rollout config)."""
     if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
@@ -111,8 +116,7 @@ class Decoding:
             object.__setattr__(self, "block_length", self.gen_length)
         _int("block_length", self.block_length)
         check_rule(self.temperature, self.remasking, self.schedule, self.top_p, self.top_k)
-        if isinstance(self.cfg_scale, bool) or not isinstance(self.cfg_scale, (int, float)) or not self.cfg_scale >= 0:
-            raise DecodingError(f"cfg_scale = {self.cfg_scale!r}: the guidance scale must be >= 0 (0 = off)")
+        check_cfg_scale(self.cfg_scale)
         for name in ("use_cache", "stop_at_eos", "logits_eos_inf", "confidence_eos_eot_inf"):
             if not isinstance(getattr(self, name), bool):
                 raise DecodingError(f"{name} = {getattr(self, name)!r}: must be true or false")
@@ -136,9 +140,6 @@ class Decoding:
     def from_record(cls, d: dict) -> Decoding:
         """A setting from its recorded form (either schema: schema-1 rows omit options at their defaults)."""
         return cls(**{k: v for k, v in d.items() if k != "schema"})
-
-    def replace(self, **changes) -> Decoding:
-        return replace(self, **changes)
 
 
 def _opt(flag: str, help: str, default: Any = None, kind: str = "value") -> Any:
@@ -188,8 +189,7 @@ class DecodingSpec:
                 raise DecodingError(f"steps {list(self.steps)} and steps_ratio {self.steps_ratio} both given: they set the "
                                     "same thing; keep one")
         check_rule(self.temperature, self.remasking, self.schedule, self.top_p, self.top_k)
-        if isinstance(self.cfg_scale, bool) or not isinstance(self.cfg_scale, (int, float)) or not self.cfg_scale >= 0:
-            raise DecodingError(f"cfg_scale = {self.cfg_scale!r}: the guidance scale must be >= 0 (0 = off)")
+        check_cfg_scale(self.cfg_scale)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
