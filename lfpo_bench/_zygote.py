@@ -13,12 +13,12 @@ lfpo_bench imports). It never executes candidate code itself. Per program it:
 4. kills the child's process group, every process of the sandbox uid (rlimits backend) or every other
    process of its pid namespace (bubblewrap backend), reaps, reads the output tails, deletes the temp dir.
 
-Values cross the channel as tagged JSON (``enc``/``dec``): plain Python data only, so the harness never
-unpickles or executes anything the candidate produced.
+Values cross the channel as tagged JSON (``_wire.py``: the same frames and codec as the harness): plain
+Python data only, so the harness never unpickles or executes anything the candidate produced. The
+filesystem and namespace set-up is ``_zygote_ns.py``. The sandbox runs the three as one source:
+``_wire.py``, then ``_zygote_ns.py``, then this file (``sandbox.zygote_source``).
 """
 
-import base64
-import ctypes
 import json
 import math
 import os
@@ -26,148 +26,62 @@ import resource
 import shutil
 import signal
 import socket
-import struct
 import sys
 import tempfile
 import time
 import types
 
-MAX_FRAME = 64 << 20
+try:  # joined into one source by the sandbox, the wire and namespace code is already defined here
+    send_frame  # noqa: B018
+except NameError:  # imported as a module (tests, linters)
+    from lfpo_bench._wire import (
+        MAX_ITEMS,
+        MAX_RESULT_BYTES,
+        TooBig,
+        decode,
+        digest,
+        encode,
+        recv_frame,
+        send_frame,
+    )
+    from lfpo_bench._zygote_ns import (
+        CLONE_NEWIPC,
+        CLONE_NEWNS,
+        CLONE_NEWPID,
+        LIBC,
+        MS_BIND,
+        MS_NODEV,
+        MS_NOEXEC,
+        MS_NOSUID,
+        MS_PRIVATE,
+        MS_REC,
+        PR_SET_NO_NEW_PRIVS,
+        SCRATCH,
+        WORK,
+        _mount,
+        become_subreaper,
+        isolate,
+    )
 
-
-def send(sock, obj, fds=()):
-    data = json.dumps(obj).encode()
-    frame = struct.pack(">I", len(data)) + data
-    if fds:
-        socket.send_fds(sock, [frame], list(fds))
-    else:
-        sock.sendall(frame)
-
-
-def recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return buf
-
-
-def recv(sock):
-    (n,) = struct.unpack(">I", recv_exact(sock, 4))
-    if n > MAX_FRAME:
-        raise EOFError
-    return json.loads(recv_exact(sock, n))
-
-
-# ---- value codec (the harness has the same rules in lfpo_bench/sandbox.py) -------------------------
-MAX_ITEMS = 1_000_000  # larger results are sent as a sha256 digest of their canonical form
-MAX_RESULT_BYTES = 16 << 20  # so are results whose encoding is larger than this
 MAX_NAMES = 10_000  # top-level names reported to the harness (values: at most 100k items each)
 
 
-class TooBig(Exception):
-    pass
+# ---- the child: serve one program --------------------------------------------------------------
+def enc(v, refs, budget=None):
+    """``_wire.encode``; an object that is not plain data stays here, in ``refs``, and crosses as its id."""
 
+    def keep(o):
+        rid = len(refs)
+        refs[rid] = o
+        return {"r": rid, "type": type(o).__name__}
 
-def digest(v):
-    """sha256 of a canonical text form: exact types, element order kept for lists and tuples, ignored for
-    sets and dicts. Flat lists/tuples of scalars are hashed through one C-level repr, so a result with
-    millions of items hashes in seconds with flat memory."""
-    import hashlib
-
-    scalar = {str, int, float, bool, type(None), bytes, complex}
-
-    def walk(x, d):
-        t = type(x)
-        if t is list or t is tuple:
-            if all(map(scalar.__contains__, map(type, x))):
-                d.update(t.__name__.encode() + repr(x).encode())
-                return
-            d.update(b"[" if t is list else b"(")
-            for i in x:
-                walk(i, d)
-            d.update(b"]")
-        elif t in (set, frozenset) or isinstance(x, dict):
-            items = x.items() if isinstance(x, dict) else ((i, None) for i in x)
-            subs = []
-            for k, val in items:
-                sub = hashlib.sha256()
-                walk(k, sub)
-                walk(val, sub)
-                subs.append(sub.digest())
-            d.update(b"{" + b"".join(sorted(subs)) + b"}")
-        else:
-            d.update(t.__name__.encode() + b":" + repr(x).encode() + b";")
-
-    d = hashlib.sha256()
-    walk(v, d)
-    return {"h": d.hexdigest()}
-
-
-def enc(v, refs, depth=0, budget=None):
-    if depth > 200:
-        raise ValueError("value nested too deeply")
-    if budget is not None:
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise TooBig
-    t = type(v)
-    if t is int and v.bit_length() > 10000:  # decimal str() of huge ints is limited and slow: send hex
-        return {"i": hex(v)}
-    if v is None or t is bool or t is int or t is str:
-        return v
-    if t is float:
-        return v if math.isfinite(v) else {"F": repr(v)}
-    if t is list:
-        return {"l": [enc(x, refs, depth + 1, budget) for x in v]}
-    if t is tuple:
-        return {"t": [enc(x, refs, depth + 1, budget) for x in v]}
-    if t is set or t is frozenset:
-        return {"s" if t is set else "fs": [enc(x, refs, depth + 1, budget) for x in v]}
-    if isinstance(v, dict) and type(v).__module__ in ("builtins", "collections"):
-        # dict and collections' dict subclasses (Counter, OrderedDict, defaultdict) compare equal to dicts
-        return {"d": [[enc(k, refs, depth + 1, budget), enc(x, refs, depth + 1, budget)] for k, x in v.items()]}
-    if t is bytes:
-        return {"b": base64.b64encode(v).decode()}
-    if t is complex:
-        return {"c": [enc(v.real, refs), enc(v.imag, refs)]}
-    rid = len(refs)
-    refs[rid] = v
-    return {"r": rid, "type": t.__name__}
+    return encode(v, keep, budget=budget)
 
 
 def dec(v, refs):
-    if isinstance(v, list):
-        return [dec(x, refs) for x in v]
-    if not isinstance(v, dict):
-        return v
-    if "r" in v:
-        return refs[v["r"]]
-    ((tag, x),) = v.items()
-    if tag == "F":
-        return float(x)
-    if tag == "i":
-        return int(x, 16)
-    if tag == "l":
-        return [dec(i, refs) for i in x]
-    if tag == "t":
-        return tuple(dec(i, refs) for i in x)
-    if tag == "s":
-        return {dec(i, refs) for i in x}
-    if tag == "fs":
-        return frozenset(dec(i, refs) for i in x)
-    if tag == "d":
-        return {dec(k, refs): dec(i, refs) for k, i in x}
-    if tag == "b":
-        return base64.b64decode(x)
-    if tag == "c":
-        return complex(dec(x[0], refs), dec(x[1], refs))
-    raise ValueError("bad tag")
+    return decode(v, lambda m: refs[m["r"]])
 
 
-# ---- the child: serve one program --------------------------------------------------------------
 def names_of(ns, refs):
     out = {}
     for k, v in list(ns.items())[:MAX_NAMES]:
@@ -198,10 +112,10 @@ def serve(chan, program):
             return {"ok": 0, "exc": type(e).__name__, "msg": str(e)[:500]}
         return {"ok": 1, "names": names_of(ns, refs)}
 
-    send(chan, run_exec(program))
+    send_frame(chan, run_exec(program))
     while True:
         try:
-            msg = recv(chan)
+            msg = recv_frame(chan)
         except (EOFError, OSError):
             return
         op = msg.get("op")
@@ -238,9 +152,9 @@ def serve(chan, program):
         except BaseException as e:  # noqa: BLE001
             out = {"ok": 0, "exc": type(e).__name__, "msg": str(e)[:500]}
         try:
-            send(chan, out)
+            send_frame(chan, out)
         except Exception:  # noqa: BLE001 - e.g. the value could not be encoded
-            send(chan, {"ok": 0, "exc": "TypeError", "msg": "result cannot be sent to the checker"})
+            send_frame(chan, {"ok": 0, "exc": "TypeError", "msg": "result cannot be sent to the checker"})
 
 
 def child(chan, msg, out_fds, uid, nsmode):
@@ -276,143 +190,6 @@ def child(chan, msg, out_fds, uid, nsmode):
         os.setuid(uid)
         resource.setrlimit(resource.RLIMIT_NPROC, (lim["nproc"], lim["nproc"]))
     serve(chan, msg["code"])
-
-
-# ---- namespaces: the zygote's minimal root, and one pid/ipc/mount namespace per program ------------
-LIBC = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC, CLONE_NEWNET = 0x00020000, 0x20000000, 0x08000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
-    1, 2, 4, 8, 32, 4096, 0x4000, 0x40000)
-MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
-SCRATCH = "/.scratch"  # per program: one size-limited tmpfs; its work/ is bound on /tmp, shm/ on /dev/shm
-WORK = "/tmp"
-# /etc entries a Python program may need; the rest of /etc (package-manager credentials, ...) stays hidden
-ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "passwd", "group", "nsswitch.conf",
-       "hosts", "host.conf", "mime.types", "os-release", "alternatives", "protocols", "services", "locale.alias")
-DEV = ("null", "zero", "full", "random", "urandom")
-
-
-def _mount(src, dst, fstype, flags, data=None):
-    enc = lambda x: x.encode() if isinstance(x, str) else x  # noqa: E731
-    if LIBC.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"mount {src} on {dst}: {os.strerror(e)}")
-
-
-def _bind(src, dst, extra=MS_NOSUID | MS_NODEV):
-    _mount(src, dst, None, MS_BIND)
-    _mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | extra)
-
-
-def _under(path, roots):
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
-
-
-def minimal_root(cfg):
-    """Give the zygote (and so every program) a private mount namespace whose root holds only what the
-    interpreter needs, read-only and nosuid: /usr (without /usr/local), the interpreter's own prefix when it
-    lives elsewhere, the /bin, /lib... links, a few /etc files, /dev/{null,zero,full,random,urandom}. The
-    project tree, virtualenvs, data and cache folders, home folders, /run, /var, /opt, /mnt are absent;
-    paths in ``cfg["hide"]`` that fall inside an exposed tree are covered with an empty read-only tmpfs.
-    Needs CAP_SYS_ADMIN (root, or bubblewrap's namespace); raises OSError otherwise."""
-    import sysconfig
-
-    if LIBC.unshare(CLONE_NEWNS) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
-    _mount("none", "/", None, MS_REC | MS_PRIVATE)
-    new = "/tmp" if os.path.isdir("/tmp") else "/mnt"
-    _mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-    exposed = []
-    for top in sorted(os.listdir("/")):
-        src = "/" + top
-        if top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr"):
-            if os.path.islink(src):
-                os.symlink(os.readlink(src), new + src)
-            elif os.path.isdir(src):
-                os.mkdir(new + src)
-                _bind(src, new + src)
-                exposed.append(src)
-    prefix = os.path.realpath(sys.base_prefix)
-    if not _under(prefix, exposed):  # an interpreter outside /usr (pyenv, conda): its own install, read-only
-        os.makedirs(new + prefix, exist_ok=True)
-        _bind(prefix, new + prefix)
-        exposed.append(prefix)
-    os.mkdir(new + "/etc")
-    for name in ETC:
-        src = "/etc/" + name
-        if os.path.islink(src) and not os.path.exists(src):
-            continue
-        if os.path.isdir(src):
-            os.mkdir(new + src)
-        elif os.path.isfile(src):
-            open(new + src, "w").close()
-        else:
-            continue
-        _bind(src, new + src)
-    os.mkdir(new + "/dev")
-    _mount("tmpfs", new + "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
-    for name in DEV:
-        open(new + "/dev/" + name, "w").close()
-        _mount("/dev/" + name, new + "/dev/" + name, None, MS_BIND)
-        _mount(None, new + "/dev/" + name, None, MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NOEXEC)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                         ("stderr", "/proc/self/fd/2")):
-        os.symlink(target, new + "/dev/" + name)
-    os.mkdir(new + "/dev/shm")
-    _mount(None, new + "/dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
-    for d in ("/proc", "/tmp", SCRATCH):
-        os.makedirs(new + d, exist_ok=True)
-    os.chmod(new + SCRATCH, 0o700)
-    hide = {"/usr/local"}
-    hide.update(os.path.realpath(p) for p in cfg.get("hide", []))
-    for key in ("purelib", "platlib"):  # the interpreter's own site-packages: not on sys.path under -I -S
-        hide.add(os.path.realpath(sysconfig.get_paths()[key]))
-    hidden = []
-    for p in sorted(hide):
-        if not _under(p, exposed) or not os.path.exists(new + p):
-            continue
-        if os.path.isdir(new + p):
-            _mount("tmpfs", new + p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0555")
-        else:
-            _mount("/dev/null", new + p, None, MS_BIND)
-        hidden.append(p)
-    os.chdir(new)
-    if LIBC.syscall(155, b".", b".") != 0:  # pivot_root(".", "."): the old root is stacked under the new one
-        raise OSError(ctypes.get_errno(), "pivot_root")
-    if LIBC.umount2(b".", MNT_DETACH) != 0:
-        raise OSError(ctypes.get_errno(), "umount old root")
-    os.chdir("/")
-    _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    return hidden
-
-
-def isolate(cfg):
-    """Set up the zygote's isolation. Returns (what is isolated, whether per-program namespaces work)."""
-    done = []
-    if cfg.get("netns"):
-        if LIBC.unshare(CLONE_NEWNET) == 0:
-            done.append("net")
-        LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    try:
-        minimal_root(cfg)
-        done.append("fs")
-    except OSError as e:
-        done.append(f"fs failed: {e}")
-        return done, False
-    # per-program namespaces need CAP_SYS_ADMIN here too: try once
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0 if LIBC.unshare(CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNS) == 0 else 1)
-    _, st = os.waitpid(pid, 0)
-    ok = os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0
-    if ok:
-        done += ["pid", "ipc", "proc", "scratch-size"]
-    return done, ok
-
-
-def become_subreaper():
-    LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 class Stop(Exception):
@@ -599,10 +376,10 @@ def run_one(ctrl, msg, uid, nsmode, cfg):
             finally:
                 os._exit(0)
         b.close()
-    send(ctrl, {"op": "started", "pid": g}, fds=[a.fileno()])
+    send_frame(ctrl, {"op": "started", "pid": g}, fds=[a.fileno()])
     a.close()
     try:
-        reap_msg = recv(ctrl)
+        reap_msg = recv_frame(ctrl)
     except (EOFError, OSError):
         reap_msg = None
     if nsmode:
@@ -632,7 +409,7 @@ def run_one(ctrl, msg, uid, nsmode, cfg):
     out = {"op": "done", **st, "stdout": tail(out_fds[0]), "stderr": tail(out_fds[1]), "seconds": time.monotonic() - t0}
     if reap_msg is None:
         sys.exit(0)
-    send(ctrl, out)
+    send_frame(ctrl, out)
 
 
 def main():
@@ -640,16 +417,16 @@ def main():
     uid, cfg = int(sys.argv[2]), json.loads(sys.argv[3])
     isolated, nsmode = isolate(cfg) if cfg.get("isolate") else ([], False)
     become_subreaper()
-    send(ctrl, {"op": "ready", "isolated": isolated, "nsmode": nsmode, "uid": os.getuid(), "pid": os.getpid()})
+    send_frame(ctrl, {"op": "ready", "isolated": isolated, "nsmode": nsmode, "uid": os.getuid(), "pid": os.getpid()})
     while True:
         try:
-            msg = recv(ctrl)
+            msg = recv_frame(ctrl)
         except (EOFError, OSError):
             break
         if msg.get("op") == "run":
             run_one(ctrl, msg, uid, nsmode, cfg)
         elif msg.get("op") == "ping":
-            send(ctrl, {"op": "pong"})
+            send_frame(ctrl, {"op": "pong"})
         else:
             break
 

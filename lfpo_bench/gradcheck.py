@@ -156,10 +156,6 @@ def reinforce_gradient(lm, task, examples, k: int, steps: int, gen: torch.Genera
     return g
 
 
-class _Captured(Exception):
-    pass
-
-
 def method_gradients(lm, task, examples, name: str, cfg: GradcheckConfig, ref: torch.Tensor, show=None) -> MethodStats:
     """``cfg.batches`` gradients of ``name``'s loss, each on a fresh batch of the trainer's own making."""
     from .registry import METHODS
@@ -174,26 +170,17 @@ def method_gradients(lm, task, examples, name: str, cfg: GradcheckConfig, ref: t
                      micro_batch=len(examples) * cfg.group_size, rollout_steps=steps, grad_clip=1e30, val_every=0,
                      checkpoint_every=0, seed=cfg.seed, rollout_batch=max(cfg.chunk, cfg.group_size))
     with tempfile.TemporaryDirectory() as tmp:
-        tr = Trainer(lm, task, method, tc, tmp, show_progress=False)
-        tr.train_examples = list(examples)
+        tr = Trainer(lm, task, method, tc, tmp, show_progress=False, train_examples=examples)
         params = [p for _, p in tr.bank.params]
-        grads: list[torch.Tensor] = []
-
-        def capture(opt, ps, max_norm):
-            grads.append(flat_grad(params))
-            raise _Captured
-
-        tr.dist.step = capture
         stats = MethodStats(name)
         for u in range(cfg.batches):
-            try:
-                tr.step(u)
-            except _Captured:
-                pass
-            if grads:  # no gradient: every group of the batch was filtered out (no signal): a zero update
-                stats.add(grads.pop(), ref)
-            else:
+            # the trainer's own stages up to the first inner iteration's backward, whose gradient is the row's
+            prep = tr.prepare_micro_batches(tr.roll_out(u, *tr.sample_prompts(u)))
+            if prep is None:  # every group of the batch was filtered out (no signal): a zero update
                 stats.add(torch.zeros_like(ref), ref)
+            else:
+                tr.backward_pass(prep, 0)
+                stats.add(flat_grad(params), ref)
             if show:
                 show()
         for p in params:

@@ -33,8 +33,8 @@ can be reaped, which happens before the result is returned. SysV IPC and POSIX q
 namespace.
 
 **Harness side.** Every wait is bounded by the program's deadline: a frame, not each ``recv``, must
-arrive in time. Frames are capped (20 MiB; the child sends a sha256 digest of results whose encoding
-exceeds 16 MiB). Decoding is linear in the bytes received: dicts and sets whose keys share one hash more
+arrive in time. Frames are capped (``_wire.MAX_FRAME``, 64 MiB, both ends; the child sends a sha256 digest of
+results whose encoding exceeds 16 MiB). Frames and codec are one module, ``_wire.py``, shared with the zygote. Decoding is linear in the bytes received: dicts and sets whose keys share one hash more
 than 64 times, and nesting past the recursion limit, are protocol errors. Nothing the program names is
 imported: a module bound at its top level reaches MBPP's asserts only if it is a side-effect-free stdlib
 module (``SAFE_MODULES``), and its names never shadow builtins there unless the reference solution
@@ -44,16 +44,7 @@ defines the same name (MBPP/126's ``sum``).
 inside ``bwrap`` (read-only bind of /, new pid, network, ipc, uts and cgroup namespaces,
 ``--die-with-parent``) and then applies the same namespaces inside; ``rlimits`` runs the zygote directly.
 
-| review finding (issue 11) | root, either backend | not root, bwrap | not root, rlimits |
-|---|---|---|---|
-| 1 process outlives its run | closed (pid namespace) | pid ns of the zygote: scan-and-kill | process group only |
-| 2 output read back through links, FIFOs, unbounded | closed (memfd tails) | closed | closed |
-| 3 deadline per recv, quadratic decoding | closed (harness side) | closed | closed |
-| 4 SysV IPC shared | closed (IPC ns per program) | one IPC ns per zygote | open |
-| 5 answer key readable | closed (minimal root) | open (read-only /) | open |
-| 6 harness imports program-named modules | closed (harness side) | closed | closed |
-| 7 builtins shadowed, shape-broadcast tolerance | closed (checker side) | closed | closed |
-| 8 host processes, host unix sockets, setuid, unbounded tmpfs | closed | net and pid only | open |
+The review findings this design closes, per backend and privilege, are tabled in docs/sandbox.md.
 
 Without CAP_SYS_ADMIN the zygote logs once which parts are missing. **Not isolated** in any
 configuration: CPU and memory bandwidth are shared; kernel exploits are out of scope.
@@ -61,9 +52,9 @@ configuration: CPU and memory bandwidth are shared; kernel exploits are out of s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import math
 import os
 import queue
 import random
@@ -79,15 +70,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import _wire as wire
 from .types import ExecResult
 
 log = logging.getLogger(__name__)
-MAX_FRAME = 20 << 20  # the child digests results whose encoding exceeds 16 MiB
-MAX_COLLISIONS = 64  # keys of one dict/set sharing one hash: more is a hash-flooding attack, not an answer
 SAFE_MODULES = frozenset({"math", "cmath", "re", "string", "collections", "itertools", "functools", "operator", "heapq",
                           "bisect", "fractions", "decimal", "statistics", "datetime", "random", "copy", "array"})
-ZYGOTE_SRC = (Path(__file__).parent / "_zygote.py").read_text()
-CODEC_VERSION = 3  # bump when the value encoding or digest changes (cached expected outputs depend on it)
+_HERE = Path(__file__).parent
+ZYGOTE_PARTS = ("_wire.py", "_zygote_ns.py", "_zygote.py")  # one source, in this order (see _zygote.py)
+ZYGOTE_SRC = "\n\n".join((_HERE / name).read_text() for name in ZYGOTE_PARTS)
+# the codec's own text names its version: caches of encoded values (evalplus expected outputs) follow any change
+CODEC_VERSION = hashlib.sha256((_HERE / "_wire.py").read_bytes()).hexdigest()[:10]
+Digest = wire.Digest
+MAX_FRAME = wire.MAX_FRAME
 
 
 # ---- errors a check can raise; BaseException so that test code's `except Exception` cannot hide them ----
@@ -153,136 +148,31 @@ class RemoteRef:
         return self._s._call({"ref": self._rid}, args, kwargs)
 
 
-class Digest:
-    """A result too large to send (over a million items): the sha256 of its canonical form. Equal to another
-    digest of the same value (types must match exactly, sets and dicts compare order-insensitively)."""
-
-    def __init__(self, hexdigest: str):
-        self.hex = hexdigest
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Digest) and other.hex == self.hex
-
-    def __hash__(self) -> int:
-        return hash(self.hex)
-
-    def __repr__(self) -> str:
-        return f"<digest {self.hex[:12]}>"
-
-
-def encode(v: Any, depth: int = 0) -> Any:
-    if depth > 200:
-        raise ValueError("value nested too deeply to pass to the candidate")
-    t = type(v)
-    if t is int and v.bit_length() > 10000:
-        return {"i": hex(v)}
-    if v is None or t in (bool, int, str):
-        return v
-    if t is float:
-        return v if math.isfinite(v) else {"F": repr(v)}
-    if t is list:
-        return {"l": [encode(x, depth + 1) for x in v]}
-    if t is tuple:
-        return {"t": [encode(x, depth + 1) for x in v]}
-    if t in (set, frozenset):
-        return {"s" if t is set else "fs": [encode(x, depth + 1) for x in v]}
-    if isinstance(v, dict):
-        return {"d": [[encode(k, depth + 1), encode(x, depth + 1)] for k, x in v.items()]}
-    if t is bytes:
-        import base64
-
-        return {"b": base64.b64encode(v).decode()}
-    if t is complex:
-        return {"c": [encode(v.real), encode(v.imag)]}
-    if t is RemoteRef:
+def _other(v: Any) -> Any:
+    """The harness sends plain data, and candidate objects back by their id; nothing else."""
+    if type(v) is RemoteRef:
         return {"r": v._rid}
-    if t is Digest:
-        return {"h": v.hex}
-    raise TypeError(f"cannot pass a {t.__name__} to the candidate")
+    raise TypeError(f"cannot pass a {type(v).__name__} to the candidate")
 
 
-def _hash_guard(keys: list) -> None:
-    """Building a dict or set of n keys that share one hash costs n^2 probes: refuse such input (a real
-    answer has at most a handful of equal hashes; ``hash`` itself is O(1) or cached for plain data)."""
-    if len(keys) <= MAX_COLLISIONS:
-        return
-    counts: dict[int, int] = {}
-    for k in keys:
-        try:
-            h = hash(k)
-        except TypeError:
-            raise CandidateCrashed("protocol error: unhashable key") from None
-        c = counts[h] = counts.get(h, 0) + 1
-        if c > MAX_COLLISIONS:
-            raise CandidateCrashed(f"protocol error: more than {MAX_COLLISIONS} keys share one hash")
+def encode(v: Any) -> Any:
+    """Tagged JSON of a checker-side value (``_wire.encode``)."""
+    return wire.encode(v, _other)
 
 
-def decode(v: Any, session: Session) -> Any:
-    """Tagged JSON -> plain Python data (and RemoteRef). Never builds objects of other types; the work is
-    linear in the size of the input (see ``_hash_guard``)."""
-    if not isinstance(v, dict):
-        if isinstance(v, list):  # untagged lists do not come from the child's encoder
-            raise CandidateCrashed("protocol error: untagged list")
-        return v
-    if "r" in v:
-        return RemoteRef(session, int(v["r"]), str(v.get("type", "object"))[:100])
-    if len(v) != 1:
-        raise CandidateCrashed("protocol error: bad value")
-    ((tag, x),) = v.items()
-    if tag == "F":
-        if x not in ("nan", "inf", "-inf"):
-            raise CandidateCrashed("protocol error: bad float")
-        return float(x)
-    if tag == "i":
-        return int(x, 16)
-    if tag == "h":
-        return Digest(str(x))
-    if tag in ("l", "t", "s", "fs"):
-        items = [decode(i, session) for i in x]
-        if tag in ("s", "fs"):
-            _hash_guard(items)
-        return {"l": list, "t": tuple, "s": set, "fs": frozenset}[tag](items)
-    if tag == "d":
-        pairs = [(decode(k, session), decode(i, session)) for k, i in x]
-        _hash_guard([k for k, _ in pairs])
-        return dict(pairs)
-    if tag == "b":
-        import base64
+def decode(v: Any, session: Session | None) -> Any:
+    """Tagged JSON from the child -> plain Python data and ``RemoteRef``; a broken value is ``CandidateCrashed``.
+    Never builds objects of other types; linear in the size of the input (``_wire.decode``)."""
 
-        return base64.b64decode(x)
-    if tag == "c":
-        return complex(float(x[0]) if not isinstance(x[0], dict) else decode(x[0], session),
-                       float(x[1]) if not isinstance(x[1], dict) else decode(x[1], session))
-    raise CandidateCrashed(f"protocol error: unknown tag {tag!r}")
+    def ref(m: dict) -> RemoteRef:
+        if session is None or type(m.get("r")) is not int:
+            raise wire.WireError("object reference where none can be")
+        return RemoteRef(session, m["r"], str(m.get("type", "object"))[:100])
 
-
-# ---- framing ---------------------------------------------------------------------------------------
-def _send(sock: socket.socket, obj: Any) -> None:
-    data = json.dumps(obj).encode()
-    sock.sendall(struct.pack(">I", len(data)) + data)
-
-
-def _recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
-    """``n`` bytes, all of them before ``deadline`` (monotonic): the frame, not each ``recv``, is timed."""
-    buf = bytearray()
-    while len(buf) < n:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("deadline passed")
-            sock.settimeout(left)
-        chunk = sock.recv(min(n - len(buf), 1 << 20))
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return bytes(buf)
-
-
-def _recv(sock: socket.socket, deadline: float | None = None) -> Any:
-    (n,) = struct.unpack(">I", _recv_exact(sock, 4, deadline))
-    if n > MAX_FRAME:
-        raise CandidateCrashed(f"protocol error: frame of {n} bytes")
-    return json.loads(_recv_exact(sock, n, deadline))
+    try:
+        return wire.decode(v, ref)
+    except wire.WireError as e:
+        raise CandidateCrashed(f"protocol error: {e}") from None
 
 
 class Session:
@@ -300,8 +190,8 @@ class Session:
         self.chan.settimeout(left)
         try:
             if msg is not None:
-                _send(self.chan, msg)
-            return _recv(self.chan, self.deadline)
+                wire.send_frame(self.chan, msg)
+            return wire.recv_frame(self.chan, self.deadline)
         except TimeoutError:
             raise CandidateTimeout("deadline passed") from None
         except (EOFError, OSError, ValueError, RecursionError, struct.error) as e:
@@ -340,7 +230,6 @@ class Session:
 
     def _call(self, target: dict, args, kwargs) -> Any:
         msg = {"op": "call", **target, "args": encode(list(args)), "kwargs": {k: encode(v) for k, v in kwargs.items()}}
-        msg["args"] = msg["args"]["l"]
         return self._result(self._rpc(msg))
 
     def _ref(self, rid: int, what: str, **kw) -> Any:
@@ -471,7 +360,7 @@ class Worker:
         self.ctrl = ours
         self.ctrl.settimeout(30)
         try:
-            hello = _recv(self.ctrl)
+            hello = wire.recv_frame(self.ctrl)
         except (EOFError, OSError) as e:
             err = self.proc.stderr.read().decode(errors="replace")[-1000:] if self.proc.stderr else ""
             raise RuntimeError(f"sandbox zygote ({self.backend}) failed to start: {e}; {err}") from None
@@ -500,7 +389,7 @@ class Worker:
         limits = {**self.limits, "cpu_s": job.timeout + 1}
         try:
             self.ctrl.settimeout(30)
-            _send(self.ctrl, {"op": "run", "code": job.code, "limits": limits})
+            wire.send_frame(self.ctrl, {"op": "run", "code": job.code, "limits": limits})
             msg, fds, _, _ = socket.recv_fds(self.ctrl, 4 + 4096, 1)
         except OSError as e:
             self.stop()
@@ -539,8 +428,8 @@ class Worker:
     def _reap(self) -> dict | None:
         try:
             self.ctrl.settimeout(10)
-            _send(self.ctrl, {"op": "reap"})
-            return _recv(self.ctrl)
+            wire.send_frame(self.ctrl, {"op": "reap"})
+            return wire.recv_frame(self.ctrl)
         except (OSError, EOFError, json.JSONDecodeError, struct.error):
             log.warning("sandbox zygote did not answer; restarting it")
             self.stop()

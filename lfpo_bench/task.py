@@ -78,9 +78,24 @@ class Task:
         return [make(i, r) for i, r in enumerate(loaded.records)]
 
     # ---- prompting and scoring ---------------------------------------------------------------------------
-    def prompt(self, ex: Example, style: str = "chat") -> str:
-        """The prompt text. ``style="compact"`` is the tiny model's instruction-free format."""
+    def problem(self, ex: Example) -> str:
+        """The problem itself, without instructions (data: what a model trained on this task sees)."""
+        return ex.question
+
+    def instructed(self, ex: Example) -> str:
+        """The problem with the instructions an instruction-tuned model needs: what to do and the answer format
+        that ``extract`` reads."""
         raise NotImplementedError
+
+    def prompt(self, ex: Example, style: str = "chat") -> str:
+        """The prompt in a model profile's style (``FamilyProfile.prompt_style``): "compact" is the bare
+        ``problem`` (the tiny model, trained on it), "chat" the ``instructed`` text. Which one a model gets is
+        the model profile's choice, not the task's."""
+        if style == "compact":
+            return self.problem(ex)
+        if style == "chat":
+            return self.instructed(ex)
+        raise ValueError(f"unknown prompt style {style!r}; expected 'compact' or 'chat'")
 
     def extract(self, completion: str) -> Any:
         raise NotImplementedError

@@ -173,6 +173,14 @@ class RunResult:
     is_main: bool = True  # False on ranks > 0 of a multi-process run (their rows are not the run's)
 
 
+def stamp(rows: list[ResultRow], result: TrainResult) -> list[ResultRow]:
+    """Which update a trained row's checkpoint is, and what the training cost (counted, ``TrainResult.budget``)."""
+    for row in rows:
+        row.config = {**row.config, "selected_update": result.best_update, "last_update": result.last_update,
+                      "budget": result.budget()}
+    return rows
+
+
 def run(a: RunArgs) -> RunResult:
     """See the module docstring. Under ``accelerate launch`` every rank runs this; rank 0 alone writes."""
     from .distributed import world
@@ -229,6 +237,9 @@ def run(a: RunArgs) -> RunResult:
         finally:
             for t in trackers:
                 t.finish()
+        if "last" not in done and result.last is not None and result.best_update != result.last_update:
+            dist.load_trainable(lm.module, result.last)  # the policy after the last update, as evaluated
+            write(stamp(rows_for("last", "last-update"), result))
         if result.selected is not None:
             dist.load_trainable(lm.module, result.selected)
         ckpt = str(run_dir / "checkpoint")
@@ -240,10 +251,12 @@ def run(a: RunArgs) -> RunResult:
     else:  # `none`: the starting policy is the result; nothing to train or save
         result, ckpt = TrainResult(), r.model
     if "after" not in done:
-        after = rows_for("after", ckpt)
-        for row in after:
-            row.config = {**row.config, "selected_update": result.best_update}
+        after = stamp(rows_for("after", ckpt), result) if trains else rows_for("after", ckpt)
         write(after)
+        if trains and "last" not in done and result.best_update == result.last_update:
+            # the selected checkpoint is the last update's: its rows are the "last" rows too, not evaluated twice
+            write([dataclasses.replace(row, stage="last", checkpoint="last-update", config={**row.config, "stage": "last"})
+                   for row in after])
     dist.barrier()
     rows = [ResultRow(**d) for d in read_rows(rows_path)] if dist.is_main else after
     return RunResult([x for x in rows if x.stage == "before"], [x for x in rows if x.stage == "after"], run_dir,

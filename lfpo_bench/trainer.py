@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from .decoding import Decoding, RolloutShape, check_rule
 from .distributed import Dist
 from .evaluate import evaluate
 from .fast_rollout import fast_rollout
+from .method import zero_signal_groups
 from .policies import PolicyBank
 from .progress import progress_bar
 from .sampler import generate
@@ -71,7 +73,8 @@ class TrainConfig:
     val_every: int = 20  # validate every N updates (0: only at start and end)
     val_limit: int | None = 200  # validation problems (None: all)
     val_steps: int | None = None  # greedy validation steps (None: rollout steps)
-    select: str = "best_val"  # "best_val" | "last": which checkpoint `run` evaluates
+    select: str = "best_val"  # "best_val" | "last": which checkpoint is `run`'s "after" (both get rows: "after" and "last")
+    eval_policy: str = "current"  # policy validated, selected and evaluated: "current" weights | "old" (the EMA/old policy of a method that keeps one)
     checkpoint_every: int = 20  # checkpoint every N updates (0: only at the end)
     lora_r: int | None = None  # LoRA rank (None: family default, 0 for the tiny model = full fine-tune, 128 otherwise)
     lora_alpha: float = 64.0  # LoRA alpha (reference LLaDA runs: r=128, alpha=64)
@@ -89,6 +92,8 @@ class TrainConfig:
 
         if self.rollout_lora not in MODES:
             raise ValueError(f"train.rollout_lora must be one of {', '.join(MODES)}, got {self.rollout_lora!r}")
+        if self.eval_policy not in ("current", "old"):
+            raise ValueError(f"train.eval_policy must be 'current' or 'old', got {self.eval_policy!r}")
         if self.rollout_decoding not in ("method", "shared"):
             raise ValueError(f"train.rollout_decoding must be 'method' or 'shared', got {self.rollout_decoding!r}")
         check_rule(self.rollout_temperature, self.rollout_remasking, None, None, None)
@@ -139,19 +144,25 @@ def _seed(*parts: int) -> int:
 
 
 class Counter:
-    """Counts rows through the policy's forward, with and without grad (for update-cost accounting)."""
+    """Counts forward calls of the policy and the rows through them, with and without grad (the cost
+    accounting of a training row: counted, not derived from settings). A forward with grad is followed by
+    one backward through it, so ``grad_calls`` is also the number of backward passes."""
 
     def __init__(self):
-        self.grad_rows = 0
-        self.nograd_rows = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.grad_rows = self.nograd_rows = self.grad_calls = self.nograd_calls = 0
 
     def hook(self, module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is not None:
             if torch.is_grad_enabled():
                 self.grad_rows += ids.shape[0]
+                self.grad_calls += 1
             else:
                 self.nograd_rows += ids.shape[0]
+                self.nograd_calls += 1
 
 
 @dataclass
@@ -177,12 +188,56 @@ class Context:
 
 
 @dataclass
+class Rollout:
+    """What stage 2 hands on: the whole scored batch, the rows the method trains on (with advantages; None:
+    every group was filtered out) and the update's log entry so far."""
+
+    full: RolloutBatch
+    batch: RolloutBatch | None
+    entry: dict
+
+
+@dataclass
+class Prepared:
+    """Stage 3's micro-batches, their ``prepare`` states and backward weights (0: lock-step padding)."""
+
+    mbs: list[RolloutBatch]
+    states: list[dict]
+    weights: list[float]
+    pad_passes: int = 0
+
+
+def select_groups(method, batch: RolloutBatch) -> RolloutBatch | None:
+    """The groups ``method`` trains on (``keep_groups``), with its advantages; None when it keeps none."""
+    G = batch.group_size
+    keep = method.keep_groups(batch.rewards, G)
+    rows = keep.repeat_interleave(G).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return None
+    if rows.numel() < batch.n:
+        batch = batch.select(rows)
+    batch.advantages = method.advantages(batch.rewards, G)
+    return batch
+
+
+@dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)
     best_update: int = 0
     best_val: float = float("nan")
     selected: dict[str, torch.Tensor] | None = None  # trainable state of the selected checkpoint
+    last: dict[str, torch.Tensor] | None = None  # trainable state (of the evaluated policy) after the last update
+    last_update: int = 0
     seconds: float = 0.0
+
+    def budget(self) -> dict[str, int]:
+        """What training cost, counted over the logged updates: optimiser steps, forward passes in rollouts,
+        forward and backward passes of the optimisation, updates that had nothing to train on."""
+        keys = {"opt_steps": "opt_steps", "rollout_fwd": "rollout_forwards", "fwd_passes": "forwards", "bwd_passes": "backwards"}
+        ups = [e for e in self.history if e.get("stage") != "start"]
+        out = {name: int(sum(e.get(k, 0) for e in ups)) for k, name in keys.items()}
+        out["skipped_updates"] = sum(1 for e in ups if e.get("skipped"))
+        return out
 
 
 def rollout(lm, task, examples, method, cfg: TrainConfig, bank: PolicyBank, update: int, prompt_ids_global: list[int],
@@ -272,7 +327,7 @@ def accumulate(method, ctx: Context, mbs: list[RolloutBatch], states: list[dict]
 
 class Trainer:
     def __init__(self, lm, task, method, cfg: TrainConfig, run_dir: str | Path, dist: Dist | None = None,
-                 show_progress: bool = True, trackers=None):
+                 show_progress: bool = True, trackers=None, train_examples: list | None = None):
         self.lm, self.task, self.method, self.cfg = lm, task, method, cfg
         self.run_dir = Path(run_dir)
         self.dist = dist or Dist()
@@ -280,6 +335,8 @@ class Trainer:
         self.trackers = trackers or []
         if not any(p.requires_grad for p in lm.module.parameters()):
             raise UserError("the model has no trainable parameters")
+        if cfg.eval_policy == "old" and not method.uses_old:
+            raise UserError(f"train.eval_policy=old: method {method.name!r} keeps no old/EMA policy; use eval_policy=current")
         if cfg.rollout_use_cache and not getattr(lm, "supports_cache", False):
             raise UserError(f"train.rollout_use_cache: model {lm.name!r} has no prefix KV cache (native LLaDA only); drop it")
         # sharding engines replace the parameters (FSDP: DTensor shards): the optimiser and the bank take them afterwards
@@ -302,7 +359,8 @@ class Trainer:
         if old is not None:  # one counting hook per module, however many trainers were built on it
             old.remove()
         self.module._lfpo_counter_hook = self.module.register_forward_pre_hook(self.counter.hook, with_kwargs=True)
-        self.train_examples = task.load(task.train_split)
+        # the prompt pool: the task's training split, or a given list (gradcheck's fixed prompts)
+        self.train_examples = list(train_examples) if train_examples is not None else task.load(task.train_split)
         if not self.train_examples:
             raise UserError(f"task {task.name!r} has no training examples in split {task.train_split!r}")
         self.result = TrainResult()
@@ -353,95 +411,141 @@ class Trainer:
     def validate(self) -> float:
         cfg, task = self.cfg, self.task
         dec = cfg.validation_decoding(task)
-        rows = evaluate(self.lm, task, [dec], split=task.val_split, seed=cfg.seed, limit=cfg.val_limit,
-                        show_progress=False, batch_size=max(64, cfg.rollout_batch), dist=self.dist)
+        with self.evaluated():
+            rows = evaluate(self.lm, task, [dec], split=task.val_split, seed=cfg.seed, limit=cfg.val_limit,
+                            show_progress=False, batch_size=max(64, cfg.rollout_batch), dist=self.dist)
         self.lm.train()
         return rows[0].accuracy
+
+    def evaluated(self):
+        """The policy that validation, selection and the run's rows see (``train.eval_policy``)."""
+        return self.bank.use(self.cfg.eval_policy)
+
+    def evaluated_state(self) -> dict[str, torch.Tensor]:
+        with self.evaluated():
+            return self.dist.trainable_state(self.module)
 
     def _record_val(self, update: int, acc: float, entry: dict) -> None:
         entry["val_acc"] = acc
         best = self.result.best_val if self.result.best_val == self.result.best_val else -math.inf  # nan -> -inf
         if self.result.selected is None or acc > best or self.cfg.select == "last":
             self.result.best_val, self.result.best_update = acc, update
-            self.result.selected = self.dist.trainable_state(self.module)
+            self.result.selected = self.evaluated_state()
 
-    def step(self, u: int) -> dict:
-        cfg, method, lm = self.cfg, self.method, self.lm
-        self.ctx.update = u
-        P, G = cfg.prompts_per_update, cfg.group_size
-        g = torch.Generator().manual_seed(_seed(cfg.seed, u, 31))
+    # ---- stages of one update: sample prompts, roll out, prepare micro-batches, inner iterations, log ------
+    def sample_prompts(self, u: int) -> tuple[list, list[int]]:
+        """Stage 1: this rank's training examples of update ``u`` and their global prompt keys (which seed
+        each prompt's rollout noise)."""
+        P = self.cfg.prompts_per_update
+        g = torch.Generator().manual_seed(_seed(self.cfg.seed, u, 31))
         global_ids = torch.randint(len(self.train_examples), (P * self.dist.world_size,), generator=g).tolist()
         mine = global_ids[self.dist.rank * P : (self.dist.rank + 1) * P]
-        examples = [self.train_examples[i] for i in mine]
-        prompt_keys = list(range(self.dist.rank * P, (self.dist.rank + 1) * P))
-        entry: dict[str, Any] = {"update": u}
-        t0 = time.perf_counter()
-        if method.needs_rollouts:
-            batch, texts, t_gen, t_score = rollout(lm, self.task, examples, method, cfg, self.bank, u, prompt_keys,
-                                                        lockstep=self.dist.lockstep())
-            all_rewards = self.dist.gather(batch.rewards)
-            from .method import zero_signal_groups
+        return [self.train_examples[i] for i in mine], list(range(self.dist.rank * P, (self.dist.rank + 1) * P))
 
-            entry.update(reward_mean=float(all_rewards.mean()), reward_std=float(all_rewards.std()),
-                         zero_signal=float(zero_signal_groups(all_rewards, G).float().mean()),
-                         gen_s=round(t_gen, 3), score_s=round(t_score, 3), sample=texts[0][:80])
-            keep = method.keep_groups(batch.rewards, G)
-            rows = keep.repeat_interleave(G).nonzero().squeeze(1)
-            entry["groups_used"] = self.dist.sum_int(int(keep.sum()))  # over all ranks
-            full = batch
-            if rows.numel() < batch.n:
-                batch = batch.select(rows) if rows.numel() else None
-            if batch is not None:
-                batch.advantages = method.advantages(batch.rewards, G)
-        else:
-            full = batch = reference_batch(lm, self.task, examples, cfg)
+    def roll_out(self, u: int, examples: list, prompt_keys: list[int]) -> Rollout:
+        """Stage 2: completions (or the reference completions of a method without rollouts), scored, the
+        method's group filter and advantages."""
+        cfg, method, lm, G = self.cfg, self.method, self.lm, self.cfg.group_size
+        self.ctx.update = u
+        entry: dict[str, Any] = {"update": u}
+        if not method.needs_rollouts:
+            full = reference_batch(lm, self.task, examples, cfg)
             entry["groups_used"] = len(examples) * self.dist.world_size
-        t_upd = time.perf_counter()
-        self.counter.grad_rows = self.counter.nograd_rows = 0  # count the optimisation passes only
-        metrics: dict[str, float] = {}
-        losses = []
-        trains = getattr(method, "trains", True)
+            return Rollout(full, full, entry)
+        full, texts, t_gen, t_score = rollout(lm, self.task, examples, method, cfg, self.bank, u, prompt_keys,
+                                              lockstep=self.dist.lockstep())
+        all_rewards = self.dist.gather(full.rewards)
+        entry.update(reward_mean=float(all_rewards.mean()), reward_std=float(all_rewards.std()),
+                     zero_signal=float(zero_signal_groups(all_rewards, G).float().mean()),
+                     gen_s=round(t_gen, 3), score_s=round(t_score, 3), sample=texts[0][:80])
+        batch = select_groups(method, full)
+        entry["groups_used"] = self.dist.sum_int(0 if batch is None else batch.n // G)  # over all ranks
+        return Rollout(full, batch, entry)
+
+    def prepare_micro_batches(self, ro: Rollout) -> Prepared | None:
+        """Stage 3: ``on_batch``, micro-batches, their backward weights against every rank's rows, lock-step
+        padding, the dropout seed and each micro-batch's ``prepare`` state. None: no rank trains on anything."""
+        method, u = self.method, self.ctx.update
         mbs = []
-        if batch is not None and trains:
-            method.on_batch(batch)
-            mbs = make_batches(batch, cfg.micro_batch)
+        if ro.batch is not None and method.trains:
+            method.on_batch(ro.batch)
+            mbs = make_batches(ro.batch, self.cfg.micro_batch)
         # every rank's (micro-batches, rows): all ranks run as many passes as the busiest one (sharded forwards
         # and gradient reductions are collectives), and weigh their rows against all ranks' rows
-        counts = self.dist.gather(torch.tensor([[len(mbs), sum(mb.n for mb in mbs)]])) if trains else torch.zeros(1, 2)
+        counts = self.dist.gather(torch.tensor([[len(mbs), sum(mb.n for mb in mbs)]])) if method.trains else torch.zeros(1, 2)
         n_mb = int(counts[:, 0].max())
-        if n_mb:
-            weights = loss_weights([mb.n for mb in mbs], int(counts[:, 1].sum()), self.dist.world_size)
-            if len(mbs) < n_mb:  # this rank kept fewer groups: zero-weight passes keep it in step with the others
-                dummy = full.select(slice(0, full.group_size))
-                dummy.advantages = torch.zeros_like(dummy.rewards)
-                method.on_batch(dummy)
-                weights += [0.0] * (n_mb - len(mbs))
-                mbs = mbs + [dummy] * (n_mb - len(mbs))
-            # global index of this rank's first micro-batch: the ranks' real micro-batches, in rank order, are the
-            # single-process micro-batches (with micro_batch = group size, or equal counts), so masks match
-            self.ctx.mb_offset = int(counts[: self.dist.rank, 0].sum())
-            # dropout (LoRA's, a model's own) draws from the global RNG, which takes no generator: seed it per
-            # (seed, update, rank), so that training with dropout reruns and resumes identically
-            torch.manual_seed(_seed(cfg.seed, u, 4099, self.dist.rank))
-            entry["pad_passes"] = int((n_mb - counts[:, 0]).sum())  # zero-weight micro-batches run for lock-step, all ranks
-            lm.train()
-            states = [method.prepare(self.ctx, mb, m) for m, mb in enumerate(mbs)]
+        if not n_mb:
+            return None
+        weights = loss_weights([mb.n for mb in mbs], int(counts[:, 1].sum()), self.dist.world_size)
+        if len(mbs) < n_mb:  # this rank kept fewer groups: zero-weight passes keep it in step with the others
+            dummy = ro.full.select(slice(0, ro.full.group_size))
+            dummy.advantages = torch.zeros_like(dummy.rewards)
+            method.on_batch(dummy)
+            weights += [0.0] * (n_mb - len(mbs))
+            mbs = mbs + [dummy] * (n_mb - len(mbs))
+        # global index of this rank's first micro-batch: the ranks' real micro-batches, in rank order, are the
+        # single-process micro-batches (with micro_batch = group size, or equal counts), so masks match
+        self.ctx.mb_offset = int(counts[: self.dist.rank, 0].sum())
+        # dropout (LoRA's, a model's own) draws from the global RNG, which takes no generator: seed it per
+        # (seed, update, rank), so that training with dropout reruns and resumes identically
+        torch.manual_seed(_seed(self.cfg.seed, u, 4099, self.dist.rank))
+        self.lm.train()
+        states = [method.prepare(self.ctx, mb, m) for m, mb in enumerate(mbs)]
+        return Prepared(mbs, states, weights, pad_passes=int((n_mb - counts[:, 0]).sum()))
+
+    def backward_pass(self, prep: Prepared, it: int) -> tuple[float, dict[str, float]]:
+        """Stage 4a: zeroed gradients, then loss and backward of inner iteration ``it`` over every micro-batch.
+        The gradient is left in the parameters (``gradcheck`` reads it here)."""
+        self.dist.zero_grad(self.opt)
+        return accumulate(self.method, self.ctx, prep.mbs, prep.states, it, prep.weights, backward=self.dist.backward)
+
+    def optimizer_step(self) -> float:
+        """Stage 4b: clipped optimiser step, LR schedule, the method's ``after_step``; returns the grad norm."""
+        gn = self.dist.step(self.opt, [p for _, p in self.bank.params], self.cfg.grad_clip)
+        self.sched.step()
+        self.method.after_step(self.ctx)
+        return float(gn)
+
+    def skip_update(self) -> None:
+        """An update with nothing to train on still takes its place in the LR schedule (``mu`` steps), so that a
+        cosine schedule reaches its end after ``updates`` updates whatever the share of no-signal batches."""
+        with warnings.catch_warnings():  # the scheduler warns when it steps before the optimiser ever has
+            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
+            for _ in range(self.method.mu):
+                self.sched.step()
+
+    def step(self, u: int) -> dict:
+        """One update: the stages above, in order; returns its log entry."""
+        method = self.method
+        t0 = time.perf_counter()
+        self.counter.reset()
+        ro = self.roll_out(u, *self.sample_prompts(u))
+        entry = ro.entry
+        rollout_passes = self.counter.nograd_calls
+        t_upd = time.perf_counter()
+        self.counter.reset()  # from here on, the optimisation passes only
+        prep = self.prepare_micro_batches(ro)
+        metrics: dict[str, float] = {}
+        losses = []
+        if prep is None:
+            self.skip_update()
+            entry["skipped"] = True  # no group carried signal on any rank: no forward, backward or optimiser step
+        else:
+            entry["pad_passes"] = prep.pad_passes  # zero-weight micro-batches run for lock-step, all ranks
             for it in range(method.mu):
-                self.dist.zero_grad(self.opt)
-                tot, it_metrics = accumulate(method, self.ctx, mbs, states, it, weights, backward=self.dist.backward)
+                tot, it_metrics = self.backward_pass(prep, it)
                 for k, v in it_metrics.items():
                     metrics[k] = metrics.get(k, 0.0) + v / method.mu
-                gn = self.dist.step(self.opt, [p for _, p in self.bank.params], cfg.grad_clip)
-                self.sched.step()
-                method.after_step(self.ctx)
+                gn = self.optimizer_step()
                 losses.append(tot)
-                metrics["grad_norm"] = metrics.get("grad_norm", 0.0) + float(gn) / method.mu
+                metrics["grad_norm"] = metrics.get("grad_norm", 0.0) + gn / method.mu
         dt = time.perf_counter() - t0
-        n_samples = P * G if method.needs_rollouts else P
-        entry.update(loss=float(sum(losses) / len(losses)) if losses else 0.0, update_s=round(time.perf_counter() - t_upd, 3),
+        n_samples = self.cfg.prompts_per_update * (self.cfg.group_size if method.needs_rollouts else 1)
+        entry.update(loss=float(sum(losses) / len(losses)) if losses else None, update_s=round(time.perf_counter() - t_upd, 3),
                      seconds=round(dt, 3), samples_per_s=round(n_samples / dt, 2), lr=self.sched.get_last_lr()[0],
-                     fwd_rows=self.counter.grad_rows + self.counter.nograd_rows, bwd_rows=self.counter.grad_rows,
-                     **{f"m/{k}": round(v, 6) for k, v in metrics.items()})
+                     opt_steps=len(losses), rollout_fwd=rollout_passes, fwd_passes=self.counter.grad_calls + self.counter.nograd_calls,
+                     bwd_passes=self.counter.grad_calls, fwd_rows=self.counter.grad_rows + self.counter.nograd_rows,
+                     bwd_rows=self.counter.grad_rows, **{f"m/{k}": round(v, 6) for k, v in metrics.items()})
         return entry
 
     # ---- loop ----------------------------------------------------------------------------------------
@@ -464,7 +568,8 @@ class Trainer:
                 self._log(entry)
                 if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.updates:
                     self.save(done)
-                status = {"reward": f"{entry.get('reward_mean', float('nan')):.3f}", "loss": f"{entry['loss']:.4f}",
+                loss = "skipped" if entry.get("skipped") else f"{entry['loss']:.4f}"
+                status = {"reward": f"{entry.get('reward_mean', float('nan')):.3f}", "loss": loss,
                           "no-signal": f"{entry.get('zero_signal', 0):.2f}", "samples/s": entry["samples_per_s"]}
                 if "m/kl" in entry:
                     status["kl"] = f"{entry['m/kl']:.4f}"
@@ -472,7 +577,8 @@ class Trainer:
                     status["val"] = f"{entry['val_acc']:.3f}"
                 bar.advance(1, **status)
         if cfg.updates == 0 and self.result.selected is None:
-            self.result.selected = self.dist.trainable_state(self.module)
+            self.result.selected = self.evaluated_state()
+        self.result.last, self.result.last_update = self.evaluated_state(), cfg.updates
         self.result.seconds = time.perf_counter() - t_start
         return self.result
 

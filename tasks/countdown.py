@@ -70,10 +70,11 @@ def check_expression(expr: str, numbers: list[int], target: int) -> bool:
 
 class _Countdown(Task):
     family = "countdown"
-    def prompt(self, ex: Example, style: str = "chat") -> str:
+    def problem(self, ex: Example) -> str:
+        return ",".join(map(str, ex.answer["numbers"])) + ">" + str(ex.answer["target"])
+
+    def instructed(self, ex: Example) -> str:
         nums, target = ex.answer["numbers"], ex.answer["target"]
-        if style == "compact":
-            return ",".join(map(str, nums)) + ">" + str(target)
         return (f"Using the numbers {nums}, create an equation that equals {target}. You can use + - * / and "
                 "parentheses, and each number exactly once. Think step by step, then give only the equation "
                 "inside <answer></answer>, e.g. <answer>(1 + 2) * 3</answer>.")

@@ -59,9 +59,7 @@ class GSM8K(Task):
             out.append(Example(f"{split}/{i}", r["question"], {"gold": gold, "solution": r["answer"]}))
         return out
 
-    def prompt(self, ex: Example, style: str = "chat") -> str:
-        if style == "compact":
-            return ex.question
+    def instructed(self, ex: Example) -> str:
         return ex.question + "\nSolve the problem step by step. Put the final numerical answer in \\boxed{}."
 
     def extract(self, completion: str):

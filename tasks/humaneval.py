@@ -51,9 +51,10 @@ class HumanEval(CodeTask):
             require(r, ("task_id", "prompt", "test", "entry_point"), f"{loaded.origin} record {i + 1} (a HumanEval file)")
         return [Example(r["task_id"], r["prompt"], r, {"split": split}) for r in loaded.records]
 
-    def prompt(self, ex: Example, style: str = "chat") -> str:
-        if style == "compact":
-            return ex.answer["prompt"]
+    def problem(self, ex: Example) -> str:
+        return ex.answer["prompt"]
+
+    def instructed(self, ex: Example) -> str:
         return ("Complete the following Python function. Answer with the whole function in one ```python code "
                 "block.\n\n```python\n" + ex.answer["prompt"] + "```")
 

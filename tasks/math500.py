@@ -125,9 +125,7 @@ class MATH500(Task):
             out.append(Example(r.get("unique_id", f"{split}/{i}"), r["problem"], {"gold": gold, "solution": r.get("solution", "")}))
         return out
 
-    def prompt(self, ex: Example, style: str = "chat") -> str:
-        if style == "compact":
-            return ex.question
+    def instructed(self, ex: Example) -> str:
         return ex.question + "\nSolve step by step and put the final answer in \\boxed{}."
 
     def extract(self, completion: str) -> str:

@@ -82,10 +82,11 @@ class MBPP(CodeTask):
         recs = [r for r in mbpp_records(self, self.data_path) if lo <= int(r["task_id"]) <= hi]
         return [Example(f"mbpp/{r['task_id']}", r["text"], r, {"split": split}) for r in recs]
 
-    def prompt(self, ex: Example, style: str = "chat") -> str:
+    def problem(self, ex: Example) -> str:
+        return f'"""{ex.answer["text"]}\n{ex.answer["test_list"][0]}"""\n'
+
+    def instructed(self, ex: Example) -> str:
         tests = "\n".join(ex.answer["test_list"])
-        if style == "compact":
-            return f'"""{ex.answer["text"]}\n{ex.answer["test_list"][0]}"""\n'
         return (f"Write a Python function for this task:\n{ex.answer['text']}\n\nYour code must pass these tests:\n{tests}\n\n"
                 "Answer with the code in one ```python code block.")
 
@@ -119,11 +120,12 @@ class MBPPPlus(MBPP):
             out.append(Example(r["task_id"], r["prompt"], r, {"split": split, "plus": True}))
         return out
 
-    def prompt(self, ex: Example, style: str = "chat") -> str:
+    def problem(self, ex: Example) -> str:
+        return ex.answer["prompt"] if ex.meta.get("plus") else super().problem(ex)
+
+    def instructed(self, ex: Example) -> str:
         if not ex.meta.get("plus"):
-            return super().prompt(ex, style)
-        if style == "compact":
-            return ex.answer["prompt"]
+            return super().instructed(ex)
         return f"Write a Python function for this task:\n{ex.answer['prompt'].strip()}\n\nAnswer with the code in one ```python code block."
 
     def program(self, ex: Example, completion: str) -> str:

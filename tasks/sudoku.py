@@ -125,9 +125,7 @@ class _SudokuBase(Task):
             raise UserError(f"{self.name}: record {i} is not a 4x4 Sudoku in d1 format (16 chars, '0' = empty)")
         return Example(id=f"{prefix}{i}", question=puzzle, answer=solution)
 
-    def prompt(self, ex: Example, style: str = "chat") -> str:
-        if style == "compact":
-            return ex.question
+    def instructed(self, ex: Example) -> str:
         rows = "\n".join(ex.question[r * 4 : r * 4 + 4] for r in range(4))
         return (
             "Solve this 4x4 Sudoku. Each row, each column and each 2x2 box must contain the digits 1-4 exactly "

@@ -62,9 +62,7 @@ class ToyCode(CodeTask):
             out.append(Example(f"{split}/{i}", shown, {"expr": expr, "hidden": [[x, apply(expr, x)] for x in HIDDEN]}, {"split": split}))
         return out
 
-    def prompt(self, ex: Example, style: str = "chat") -> str:
-        if style == "compact":
-            return ex.question
+    def instructed(self, ex: Example) -> str:
         return f"Write a Python expression in x for the function with {ex.question}. Answer with the expression only."
 
     def extract(self, completion: str) -> str:

@@ -11,7 +11,7 @@ import torch
 from lfpo_bench.likelihood import one_step_logps
 from lfpo_bench.policies import PolicyBank
 from lfpo_bench.registry import METHODS
-from lfpo_bench.trainer import Context, accumulate, make_batches
+from lfpo_bench.trainer import Context, accumulate, make_batches, select_groups
 from lfpo_bench.types import RolloutBatch
 
 PLUGIN = textwrap.dedent('''
@@ -77,13 +77,10 @@ def setup(lm, name, zero_kl=False, **cfg_over):
 
 
 def prepared(method, ctx, batch):
-    """The trainer's steps before the inner iterations: group filter, advantages, on_batch, prepare."""
-    keep = method.keep_groups(batch.rewards, batch.group_size)
-    rows = keep.repeat_interleave(batch.group_size).nonzero().squeeze(1)
-    if rows.numel() == 0:
+    """The trainer's own stages before the inner iterations: group filter and advantages, on_batch, prepare."""
+    batch = select_groups(method, batch)
+    if batch is None:
         return None
-    batch = batch.select(rows)
-    batch.advantages = method.advantages(batch.rewards, batch.group_size)
     method.on_batch(batch)
     mbs = make_batches(batch, 2)
     return mbs, [method.prepare(ctx, mb, m) for m, mb in enumerate(mbs)]

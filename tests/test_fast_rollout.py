@@ -75,8 +75,8 @@ def test_training_is_unchanged_by_the_fast_rollout_switch(mode):
                           lora_r=8, lora_alpha=16, lora_dropout=0.0, rollout_lora=m, checkpoint_every=0)
         lfpo = METHODS.get("lfpo")
         with tempfile.TemporaryDirectory() as d:
-            tr = Trainer(lm, task, lfpo(lfpo.Config()), cfg, d, show_progress=False)
-            tr.train_examples = tr.train_examples[:8]
+            tr = Trainer(lm, task, lfpo(lfpo.Config()), cfg, d, show_progress=False,
+                         train_examples=task.load(task.train_split)[:8])
             logs = [tr.step(u) for u in range(2)]
         results[m] = ([e["reward_mean"] for e in logs], {n: p.detach().clone() for n, p in lm.module.named_parameters() if p.requires_grad})
     assert results["plain"][0] == results[mode][0]

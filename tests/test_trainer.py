@@ -205,3 +205,49 @@ def test_unknown_tracker_is_refused_before_any_work():
 
     with pytest.raises(UserError, match="unknown tracker"):
         check_report_to("tensorbord")
+
+
+class EqualReward(TASKS.get("sudoku4")):
+    """Every completion scores the same: no group carries signal."""
+
+    def score_batch(self, examples, completions):
+        from lfpo_bench.task import Scored
+
+        return [Scored(0.5, {}) for _ in completions]
+
+
+def test_a_no_signal_update_is_logged_as_skipped_and_still_advances_the_schedule(tmp_path):
+    cfg = TrainConfig(**{**SMALL, "updates": 3, "val_every": 0, "lr_schedule": "cosine"})
+    m = method("lfpo")  # drops groups without signal (skip_zero_signal)
+    tr = Trainer(fresh(), EqualReward(), m, cfg, tmp_path, show_progress=False)
+    before = [p.detach().clone() for _, p in tr.bank.params]
+    entries = [tr.step(u) for u in range(3)]
+    for e in entries:
+        assert e["skipped"] is True and e["loss"] is None and e["opt_steps"] == 0 and e["bwd_passes"] == 0
+    assert all(torch.equal(a, p) for a, (_, p) in zip(before, tr.bank.params))
+    # 3 updates x mu=2 scheduled steps: the cosine schedule stands where training would have put it
+    assert tr.sched.last_epoch == 3 * m.mu
+    assert entries[-1]["lr"] == pytest.approx(cfg.lr * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * 6 / 6)).item()), abs=1e-12)
+
+
+def test_passes_and_optimiser_steps_are_counted_not_derived(tmp_path):
+    cfg = TrainConfig(**{**SMALL, "updates": 1, "val_every": 0, "micro_batch": 2})
+    m = method("diffu_grpo", kl_beta=0.0)
+    tr = Trainer(fresh(), NoisyReward(), m, cfg, tmp_path, show_progress=False)
+    calls = {"fwd": 0, "bwd": 0}
+    tr.lm.module.register_forward_hook(lambda mod, a, o: calls.__setitem__("fwd", calls["fwd"] + 1))
+    ro = tr.roll_out(0, *tr.sample_prompts(0))
+    rollout_calls = calls["fwd"]
+    assert rollout_calls > 0
+    calls["fwd"] = 0
+    tr.counter.reset()
+    prep = tr.prepare_micro_batches(ro)
+    assert prep is not None
+    for it in range(m.mu):
+        tr.backward_pass(prep, it)
+        tr.optimizer_step()
+    assert tr.counter.grad_calls > 0 and tr.counter.grad_calls + tr.counter.nograd_calls == calls["fwd"]
+    e = Trainer(fresh(), NoisyReward(), m, cfg, tmp_path / "b", show_progress=False).step(0)
+    assert not e.get("skipped")  # diffu-GRPO trains on every group
+    assert e["opt_steps"] == m.mu and e["rollout_fwd"] == rollout_calls
+    assert e["bwd_passes"] == tr.counter.grad_calls and e["fwd_passes"] == calls["fwd"]
