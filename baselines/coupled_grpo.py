@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from lfpo_bench.likelihood import coupled_logps, mask_generator
-from lfpo_bench.method import Method, kl_k3, masked_mean, ppo_clip, rloo
+from lfpo_bench.method import Method, kl_k3, masked_mean, ppo_clip, rloo, scored_tokens
 from lfpo_bench.registry import METHODS
 from lfpo_bench.types import LossOut, float_
 
@@ -38,6 +38,7 @@ class CoupledGRPOConfig:
     mu: int = 2  # inner iterations per rollout batch
     temperature: float = 1.0  # rollout temperature
     remasking: str = "low_confidence"  # rollout remasking
+    count_padding: bool = False  # count the EOS padding after the answer in the loss (the reference: no; method.scored_tokens)
 
 
 @METHODS.register("coupled_grpo")
@@ -60,6 +61,6 @@ class CoupledGRPO(Method):
         lp = self._logps(ctx, mb, it, m)
         pg, clipped = ppo_clip(lp, state["old"][it], mb.advantages.to(lp.device)[:, None], self.cfg.eps)
         kl = kl_k3(lp, state["ref"][it]) if self.uses_ref else torch.zeros_like(lp)
-        cm = mb.completion_mask
+        cm = scored_tokens(mb, self.cfg.count_padding)
         return LossOut(masked_mean(pg + self.cfg.kl_beta * kl, cm),
                        {"kl": float_(masked_mean(kl, cm)), "clip_frac": float_(masked_mean(clipped, cm))})

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from lfpo_bench.likelihood import mask_generator, one_step_logps
-from lfpo_bench.method import Method, kl_k3, masked_mean, ppo_clip
+from lfpo_bench.method import Method, kl_k3, masked_mean, ppo_clip, scored_tokens
 from lfpo_bench.registry import METHODS
 from lfpo_bench.types import LossOut, float_
 
@@ -33,6 +33,7 @@ class DiffuGRPOConfig:
     p_mask_prompt: float = 0.15  # probability of masking each prompt token in the proxy pass
     mu: int = 12  # inner iterations per rollout batch (d1: 12 for GSM8K/MATH, 8 for Countdown/Sudoku)
     temperature: float = 0.9  # rollout temperature (d1/LLaDA setting)
+    count_padding: bool = False  # count the EOS padding after the answer in the loss (the reference: no; method.scored_tokens)
     remasking: str = "low_confidence"  # rollout remasking
 
 
@@ -60,6 +61,6 @@ class DiffuGRPO(Method):
         if self.uses_ref:
             kl = kl_k3(lp, state["ref"][it])
             per_tok = per_tok + self.cfg.kl_beta * kl
-        cm = mb.completion_mask
+        cm = scored_tokens(mb, self.cfg.count_padding)
         return LossOut(masked_mean(per_tok, cm), {"kl": float_(masked_mean(kl, cm)), "clip_frac": float_(masked_mean(clipped, cm)),
                                                   "pg": float_(masked_mean(pg, cm))})

@@ -11,7 +11,11 @@ Deviations from the reference code:
    k runs over 1..L; the reference samples systematically (one random offset shared by the batch) with k in
    0..L;
 2. the complementary pass weights its tokens by 1 / (1 - t);
-3. beta defaults to 1e-3 (GSM8K) and 1e-2 on Sudoku tasks; the reference uses 3e-3 on Countdown and 1e-2 on
+3. (not a deviation, a knob) ``count_padding=True`` follows the reference as BASELINES.md states it (t = k/(L+1)
+   and the ratio's 1/L with L the generated length): the ELBO runs over all L generated positions, the EOS padding after the answer included, and the ratio divides by L; False counts
+   the answer up to its first EOS and divides by its length, as diffu-GRPO, wd1, SPG, coupled-GRPO and
+   TraceRL do;
+4. beta defaults to 1e-3 (GSM8K) and 1e-2 on Sudoku tasks; the reference uses 3e-3 on Countdown and 1e-2 on
    code, which are not task defaults here (``--set kl_beta=...``).
 """
 
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from lfpo_bench.likelihood import espo_elbo, mask_generator
-from lfpo_bench.method import Method, ppo_clip, rloo
+from lfpo_bench.method import Method, ppo_clip, rloo, scored_tokens
 from lfpo_bench.registry import METHODS
 from lfpo_bench.types import LossOut, float_
 
@@ -35,6 +39,7 @@ class ESPOConfig:
     mu: int = 8  # inner iterations per rollout batch
     temperature: float = 1.0  # rollout temperature
     remasking: str = "low_confidence"  # rollout remasking
+    count_padding: bool = True  # the ELBO over all L positions, EOS padding included, divided by L (the reference); False: up to the first EOS, divided by its length
 
 
 def espo_objective(elbo, old, ref, adv, L: int, eps: float, kl_beta: float):
@@ -57,14 +62,16 @@ class ESPO(Method):
 
     def _elbo(self, ctx, mb, it, m):
         return espo_elbo(ctx.policy, mb.prompt_ids, mb.prompt_mask, mb.completion_ids, mask_id=mb.mask_id,
-                         gen=mask_generator(ctx.mask_seed(it, m)), n_draws=self.cfg.n_draws)
+                         gen=mask_generator(ctx.mask_seed(it, m)), n_draws=self.cfg.n_draws,
+                         tokens=None if self.cfg.count_padding else scored_tokens(mb, False))
 
     def prepare(self, ctx, mb, m):
         return self.old_and_ref(ctx, self._elbo, mb, m)
 
     def loss(self, ctx, mb, state, it, m, chunk=0):
         elbo = self._elbo(ctx, mb, it, m)  # [N]
-        L = mb.completion_ids.shape[1]
+        # the ratio's length: L (the reference), or each answer's own length up to its first EOS
+        L = mb.completion_ids.shape[1] if self.cfg.count_padding else scored_tokens(mb, False).sum(1).clamp(min=1).to(elbo.device)
         loss, kl, clip = espo_objective(elbo, state["old"][it], state["ref"][it] if self.uses_ref else None,
                                         mb.advantages.to(elbo.device), L, self.cfg.eps, self.cfg.kl_beta)
         return LossOut(loss, {"kl": float_(kl), "clip_frac": float_(clip), "elbo": float_(elbo.mean())})

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lfpo_bench.likelihood import mask_generator, sft_loss
-from lfpo_bench.method import Method
+from lfpo_bench.method import Method, scored_tokens
 from lfpo_bench.registry import METHODS
 from lfpo_bench.types import LossOut
 
@@ -20,6 +20,7 @@ from lfpo_bench.types import LossOut
 class SFTConfig:
     t_min: float = 0.05  # lower end of the mask ratio t ~ U(t_min, 1)
     mu: int = 1  # optimiser steps per batch
+    count_padding: bool = True  # train on the EOS padding after the answer too (LLaDA's SFT recipe: EOS is part of the response)
 
 
 @METHODS.register("sft")
@@ -31,5 +32,6 @@ class SFT(Method):
 
     def loss(self, ctx, mb, state, it, m, chunk=0):
         gen = mask_generator(ctx.mask_seed(it, m))
-        loss = sft_loss(ctx.policy, mb.prompt_ids, mb.prompt_mask, mb.completion_ids, gen, self.cfg.t_min)
+        tokens = None if self.cfg.count_padding else scored_tokens(mb, False)
+        loss = sft_loss(ctx.policy, mb.prompt_ids, mb.prompt_mask, mb.completion_ids, gen, self.cfg.t_min, tokens=tokens)
         return LossOut(loss, {})

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from lfpo_bench.likelihood import mask_generator, spg_bounds
-from lfpo_bench.method import Method
+from lfpo_bench.method import Method, scored_tokens
 from lfpo_bench.registry import METHODS
 from lfpo_bench.types import LossOut, float_
 
@@ -41,6 +41,7 @@ class SPGConfig:
     mu: int = 4  # inner iterations per rollout batch
     temperature: float = 0.9  # rollout temperature
     remasking: str = "low_confidence"  # rollout remasking
+    count_padding: bool = False  # count the EOS padding after the answer in the loss (the reference: no; method.scored_tokens)
 
 
 def spg_objective(adv: torch.Tensor, elbo: torch.Tensor, eubo: torch.Tensor, length: torch.Tensor, mixture: float) -> torch.Tensor:
@@ -59,10 +60,11 @@ class SPG(Method):
 
     def loss(self, ctx, mb, state, it, m, chunk=0):
         c = self.cfg
-        elbo, eubo = spg_bounds(ctx.policy, mb.prompt_ids, mb.prompt_mask, mb.completion_ids, mb.completion_mask,
+        tokens = scored_tokens(mb, self.cfg.count_padding)
+        elbo, eubo = spg_bounds(ctx.policy, mb.prompt_ids, mb.prompt_mask, mb.completion_ids, tokens,
                                 mask_id=mb.mask_id, gen=mask_generator(ctx.mask_seed(it, m)), block=c.block,
                                 n_masks=c.n_masks, p_other=c.p_other, beta=c.beta_eubo)
         adv = mb.advantages.to(elbo.device)
-        length = mb.completion_mask.sum(1).float().to(elbo.device)
+        length = tokens.sum(1).float().to(elbo.device)
         return LossOut(spg_objective(adv, elbo, eubo, length, c.mixture),
                        {"elbo": float_(elbo.mean()), "eubo": float_(eubo.mean())})

@@ -22,7 +22,11 @@ Deviations from the reference code:
 4. one optimiser step per rollout batch (mu = 1): the ratio is then 1 and its clip and the KL (against the
    old policy) are inert, so the gradient equals trajectory REINFORCE with z-scored advantages; the
    reference takes several optimiser steps per rollout over minibatches of rows, where clip and KL act;
-5. end-of-text tokens are replayed as targets like any other; the reference excludes them, and it
+5. ``shrink`` defaults to 8 (the reference) only where the rollout has more than 16 steps; on shorter
+   rollouts to half the steps, so that at least two steps are replayed (with shrink >= steps the whole
+   trajectory is one step, its input the fully masked completion, and the method is d1's one-step proxy
+   without prompt masking). An explicit shrink >= the rollout's steps is an error;
+6. end-of-text tokens are replayed as targets like any other; the reference excludes them, and it
    penalises truncated responses, which the harness's task rewards do not.
 """
 
@@ -33,14 +37,14 @@ from dataclasses import dataclass
 import torch
 
 from lfpo_bench.likelihood import trajectory_logps
-from lfpo_bench.method import Method, group_view, kl_k3, masked_mean, ppo_clip, zscore
+from lfpo_bench.method import Method, group_view, kl_k3, masked_mean, ppo_clip, scored_tokens, zscore
 from lfpo_bench.registry import METHODS
-from lfpo_bench.types import LossOut, float_
+from lfpo_bench.types import LossOut, UserError, float_
 
 
 @dataclass(frozen=True)
 class TraceRLConfig:
-    shrink: int = 8  # consecutive commit steps merged into one replayed step
+    shrink: int | None = None  # consecutive commit steps merged into one replayed step (None: 8, or steps // 2 on rollouts of <= 16 steps)
     eps: float = 0.2  # PPO clip range
     kl_beta: float = 0.01  # weight of the k3 KL against the old (rollout-time) policy
     acc_low: float = 0.2  # drop prompts whose group accuracy is below this ...
@@ -48,6 +52,11 @@ class TraceRLConfig:
     mu: int = 1  # inner iterations per rollout batch
     temperature: float = 1.0  # rollout temperature (1.0: replay is exact)
     remasking: str = "random"  # rollout remasking (random: replay is exact)
+    count_padding: bool = False  # count the EOS padding after the answer in the loss (the reference: no; method.scored_tokens)
+
+    def __post_init__(self):
+        if self.shrink is not None and self.shrink < 1:
+            raise ValueError(f"trace_rl.shrink must be >= 1, got {self.shrink}")
 
 
 @METHODS.register("trace_rl")
@@ -64,9 +73,22 @@ class TraceRL(Method):
         acc = group_view(rewards.float(), G).mean(1)
         return (acc >= self.cfg.acc_low) & (acc <= self.cfg.acc_high)
 
+    def shrink_for(self, steps: int) -> int:
+        """The merge size at a rollout of ``steps`` denoising steps (see deviation 5)."""
+        if self.cfg.shrink is not None:
+            return self.cfg.shrink
+        return 8 if steps > 16 else max(1, steps // 2)
+
+    def check_rollout(self, decoding) -> None:
+        if self.cfg.shrink is not None and self.cfg.shrink >= decoding.steps > 1:
+            raise UserError(f"trace_rl.shrink={self.cfg.shrink} merges all {decoding.steps} rollout steps into one replayed "
+                            "step, which makes TraceRL the one-step proxy of diffu-GRPO; use --set shrink="
+                            f"{max(1, decoding.steps // 2)} (at most {decoding.steps - 1}), drop it for the default, or roll out "
+                            "with more steps")
+
     def _logps(self, ctx, mb):
         return trajectory_logps(ctx.policy, mb.prompt_ids, mb.prompt_mask, mb.completion_ids, mb.commit_step,
-                                mask_id=mb.mask_id, shrink=self.cfg.shrink, n_steps=mb.steps if ctx.lockstep else None)
+                                mask_id=mb.mask_id, shrink=self.shrink_for(mb.steps), n_steps=mb.steps if ctx.lockstep else None)
 
     def prepare(self, ctx, mb, m):
         with torch.no_grad():
@@ -76,6 +98,6 @@ class TraceRL(Method):
         lp = self._logps(ctx, mb)
         pg, clipped = ppo_clip(lp, state["old"], mb.advantages.to(lp.device)[:, None], self.cfg.eps)
         kl = kl_k3(lp, state["old"])
-        cm = mb.completion_mask
+        cm = scored_tokens(mb, self.cfg.count_padding)
         return LossOut(masked_mean(pg + self.cfg.kl_beta * kl, cm),
                        {"kl": float_(masked_mean(kl, cm)), "clip_frac": float_(masked_mean(clipped, cm))})

@@ -29,7 +29,11 @@ Every choice below was guessed and is a ``Config`` field, so a user with the pap
 6. optional per-token KL(p_theta || p_ref) at the sampled states, weight ``kl_beta``;
 7. block-wise gradient accumulation: one backward per stratum (``chunks``), so memory stays at one
    forward pass per micro-batch;
-8. after each optimiser step, theta_old <- ema theta_old + (1 - ema) theta.
+8. after each optimiser step, theta_old <- ema theta_old + (1 - ema) theta;
+9. which positions count (``count_padding``): by default the masked positions up to and including the
+   first EOS, as every likelihood baseline here scores its tokens (``method.scored_tokens``); ``True`` also
+   counts the EOS padding after the answer, which lets a failed sample's negative term push p(EOS) down
+   where the answer has already ended.
 
 With z_old == z (at the start, or ema=0 before the first step) the gradient is
 beta (2r - 1) grad CE(y, z) = beta clip(A / A_max) grad CE(y, z): a reward-weighted pull towards (A > 0)
@@ -44,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from .likelihood import completion_logits, mask_generator
-from .method import Method, group_center, group_view, zero_signal_groups
+from .method import Method, group_center, group_view, scored_tokens, zero_signal_groups
 from .registry import METHODS
 from .sampler import state_at
 from .types import LossOut, RolloutBatch
@@ -67,6 +71,7 @@ class LFPOConfig:
     mu: int = 1  # optimiser steps per rollout batch
     temperature: float = 1.0  # rollout temperature
     remasking: str = "random"  # rollout remasking: "random" | "low_confidence"
+    count_padding: bool = False  # guessed: count masked positions after the first EOS (padding) too; False scores the answer only, as the likelihood baselines do
 
     def __post_init__(self):
         for name, val, ok in [("weighting", self.weighting, ("linear", "binary")), ("states", self.states, ("trajectory", "remask")),
@@ -159,7 +164,7 @@ class LFPO(Method):
         cfg = self.cfg
         x_t = state["states"][chunk]  # [N, L]
         y = mb.completion_ids  # final tokens
-        masked = x_t == mb.mask_id  # M_t
+        masked = (x_t == mb.mask_id) & scored_tokens(mb, cfg.count_padding).bool()  # M_t, on the scored positions
         with torch.no_grad(), ctx.use("old"):
             z_old = completion_logits(ctx.policy, mb.prompt_ids, mb.prompt_mask, x_t)  # [N, L, V]
         ref = None

@@ -138,10 +138,12 @@ def spg_bounds(policy, prompt_ids, prompt_mask, completion, completion_mask, *, 
 
 
 def espo_elbo(policy, prompt_ids, prompt_mask, completion, *, mask_id: int, gen: torch.Generator,
-              n_draws: int = 2) -> torch.Tensor:
+              n_draws: int = 2, tokens: torch.Tensor | None = None) -> torch.Tensor:
     """ESPO's sequence ELBO, [N]: per draw, k masked positions with k stratified across the batch and
     t = k/(L+1): sum of logp/t over them, plus the complementary pass over the other positions with
-    weight 1/(1-t); the two halves are averaged, then the draws."""
+    weight 1/(1-t); the two halves are averaged, then the draws. ``tokens`` [N, L] (0/1): only these
+    positions count (None: all L, the EOS padding included, as the reference does); the masks are drawn
+    the same either way."""
     N, L = completion.shape
     dev = completion.device
     total = torch.zeros(N, device=dev)
@@ -154,6 +156,8 @@ def espo_elbo(policy, prompt_ids, prompt_mask, completion, *, mask_id: int, gen:
         m = rank < k[:, None]
         ins = torch.cat([_masked(completion, m, mask_id), _masked(completion, ~m, mask_id)])
         lp = token_logps(completion_logits(policy, prompt_ids.repeat(2, 1), prompt_mask.repeat(2, 1), ins), completion.repeat(2, 1))
+        if tokens is not None:
+            lp = lp * tokens.to(lp.dtype).repeat(2, 1)
         main = (lp[:N] * m).sum(1) / t.squeeze(1)
         comp = (lp[N:] * ~m).sum(1) / (1 - t).squeeze(1)
         total = total + 0.5 * (main + comp)
@@ -201,11 +205,17 @@ def masked_diffusion_loss(logits: torch.Tensor, targets: torch.Tensor, masked: t
     return (ce * masked / t).sum() / (B * L)
 
 
-def sft_loss(lm, pid, pmask, ans, gen: torch.Generator, t_min: float) -> torch.Tensor:
-    """LLaDA SFT loss with t ~ U(t_min, 1) per row; the prompt is never masked."""
+def sft_loss(lm, pid, pmask, ans, gen: torch.Generator, t_min: float, tokens: torch.Tensor | None = None) -> torch.Tensor:
+    """LLaDA SFT loss with t ~ U(t_min, 1) per row; the prompt is never masked. ``tokens`` [B, L] (0/1): only
+    these answer positions count, and the loss divides by their number instead of B * L (None: every
+    position, the EOS padding included, as LLaDA's recipe does)."""
     B, L = ans.shape
     t = (t_min + (1 - t_min) * torch.rand(B, 1, generator=gen)).to(ans.device)
     masked = torch.rand(B, L, generator=gen).to(ans.device) < t
     x = torch.cat([pid, torch.where(masked, torch.full_like(ans, lm.mask_id), ans)], 1)
     am = torch.cat([pmask, torch.ones_like(ans)], 1)
-    return masked_diffusion_loss(lm(x, am)[:, pid.shape[1] :], ans, masked, t)
+    logits = lm(x, am)[:, pid.shape[1] :]
+    if tokens is None:
+        return masked_diffusion_loss(logits, ans, masked, t)
+    keep = tokens.to(ans.device).bool()
+    return masked_diffusion_loss(logits, ans, masked & keep, t) * (B * L) / keep.sum().clamp(min=1)

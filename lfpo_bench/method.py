@@ -91,6 +91,11 @@ class Method:
     def remasking(self) -> str:
         return str(getattr(self.cfg, "remasking", "low_confidence"))
 
+    def check_rollout(self, decoding) -> None:
+        """Called once by the trainer, before any work, with the rollout ``Decoding``: raise ``UserError``
+        naming the fix when this method's settings make no sense at that decoding (TraceRL's ``shrink``)."""
+        return None
+
     def advantages(self, rewards: torch.Tensor, G: int) -> torch.Tensor:
         return group_center(rewards, G)
 
@@ -171,6 +176,13 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """Schulman's k3 estimator of KL(theta || ref): exp(ref - theta) - (ref - theta) - 1 (>= 0)."""
     d = ref_logp - logp
     return torch.exp(d) - d - 1
+
+
+def scored_tokens(mb: RolloutBatch, count_padding: bool) -> torch.Tensor:
+    """The completion positions a loss counts, [N, L] (the one place every method decides it): up to and
+    including the first EOS (``completion_mask``), or with ``count_padding`` every position, the EOS padding
+    after the answer included. Each method's ``count_padding`` defaults to its reference code's choice."""
+    return torch.ones_like(mb.completion_mask) if count_padding else mb.completion_mask
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

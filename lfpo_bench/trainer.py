@@ -335,6 +335,7 @@ class Trainer:
         self.trackers = trackers or []
         if not any(p.requires_grad for p in lm.module.parameters()):
             raise UserError("the model has no trainable parameters")
+        method.check_rollout(cfg.rollout_decoding_for(task, method))
         if cfg.eval_policy == "old" and not method.uses_old:
             raise UserError(f"train.eval_policy=old: method {method.name!r} keeps no old/EMA policy; use eval_policy=current")
         if cfg.rollout_use_cache and not getattr(lm, "supports_cache", False):

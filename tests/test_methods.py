@@ -261,3 +261,29 @@ def test_trajectory_replay_reproduces_the_samplers_trajectory_logprob(tiny_rando
 def test_lfpo_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         LFPOConfig(**bad)
+
+
+@pytest.mark.parametrize("scope", ["batch", "group"])
+def test_wd1_softmax_scope_by_hand_on_two_groups(scope):
+    # two groups of 2 with different advantage spreads: the batch softmax and the group softmax differ
+    table = torch.tensor([[0.0, 0, 0], [0.0, LN3, 0]])
+    pol = TablePolicy(table)
+    cls = METHODS.get("wd1")
+    m = cls(cls.Config(mu=1, softmax_scope=scope))
+    adv = torch.tensor([0.5, -0.5, 2.0, -2.0])
+    b = make_batch(torch.tensor([[1], [0], [1], [0]]), torch.tensor([1.0, 0.0, 1.0, 0.0]), adv, mask_id=2)
+    b.group_size = 2
+    m.on_batch(b)
+    lp = torch.tensor([math.log(3 / 5), math.log(1 / 5)] * 2)
+    if scope == "batch":  # the reference: softmax(A, dim=0) over the batch, one sum
+        expected = float(-(torch.softmax(adv, 0) * lp).sum() + (torch.softmax(-adv, 0) * lp).sum())
+    else:  # within each group, groups averaged
+        per = [float(-(torch.softmax(a, 0) * l).sum() + (torch.softmax(-a, 0) * l).sum()) for a, l in zip(adv.view(2, 2), lp.view(2, 2))]
+        expected = sum(per) / 2
+    # the trainer weighs each micro-batch by its share of rows: split in two, the objective is the same
+    halves = [b.select(slice(0, 2)), b.select(slice(2, 4))]
+    got = sum(0.5 * m.loss(FakeCtx(pol), h, {}, 0, 0).loss.item() for h in halves)
+    assert math.isclose(m.loss(FakeCtx(pol), b, {}, 0, 0).loss.item(), expected, rel_tol=1e-5)
+    assert math.isclose(got, expected, rel_tol=1e-5)
+    with pytest.raises(ValueError, match="softmax_scope"):
+        cls.Config(softmax_scope="device")
