@@ -380,7 +380,7 @@ def table(
             raise UserError(f"--out {out}: is a folder; give a file name such as {Path(out) / 'table.md'}")
     df = report.load_rows(paths, metric=metric)
     mixed = report.check_provenance(df, allow_mixed=allow_mixed or not check)
-    parts = [f"{metric} (%), mean ± 95% CI half-width over problems and seeds" + ("; † significant vs " + paired_vs if paired_vs else ""),
+    parts = [f"{metric} (%), mean ± 95% CI half-width over problems and seeds" + ("; † p < 0.05 vs " + paired_vs + ", " + report.SEED_AWARE if paired_vs else ""),
              report.render(report.comparison_table(df, paired_vs=paired_vs, fmt=fmt), fmt)]
     note = report.tuned_note(df)  # what each task chose, for methods shown as method[tuned]
     if note:
@@ -390,8 +390,8 @@ def table(
              "over rounds of one batch call; ≈: that median's 95% interval is wider than 11% of it, so it cannot be told from "
              "a figure 1.25x away; 1 pass: no timing pass, accuracy-pass p50)", report.render(report.latency_table(df), fmt)]
     if deltas_vs is not None:
-        parts += ["", f"difference to {deltas_vs} in points, [95% paired-bootstrap CI over problems, seeds averaged]; "
-                  "† p < 0.05 (paired test)", report.render(report.delta_table(df, deltas_vs), fmt)]
+        parts += ["", f"difference to {deltas_vs} in points, [95% CI]; † p < 0.05; both {report.SEED_AWARE}",
+                  report.render(report.delta_table(df, deltas_vs), fmt)]
     if target is not None:
         eq = report.equal_accuracy(df, target, baseline)
         parts += ["", f"equal accuracy: fewest mean NFE, fewest ms per request and fewest ms per sample reaching {100 * target:.0f}%"

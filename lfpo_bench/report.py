@@ -209,6 +209,46 @@ def paired_p(a: np.ndarray, b: np.ndarray) -> float:
     return mcnemar(a, b) if binary else paired_bootstrap(a, b)
 
 
+SEED_AWARE = ("paired over problems, training seeds resampled (hierarchical bootstrap); with one seed on each side, "
+              "exact McNemar (0/1 scores) or a paired bootstrap over problems, which cannot see seed-to-seed spread")
+
+
+def hierarchical_deltas(A: np.ndarray, B: np.ndarray, n_boot: int = 2000, seed: int = 0, chunk: int = 250) -> np.ndarray:
+    """Bootstrap replicates of mean(A) - mean(B) for two [seeds, problems] score matrices on the same problems.
+
+    Each replicate resamples the problems once for both sides (the problems are paired) and, independently,
+    each side's training seeds (independent runs): the spread of a replicate is the problem-to-problem and
+    the seed-to-seed variance together. Replicates are drawn in chunks, so memory stays at
+    ``chunk x seeds x problems``."""
+    A, B = np.atleast_2d(np.asarray(A, float)), np.atleast_2d(np.asarray(B, float))
+    rng = np.random.default_rng(seed)
+    (Sa, N), Sb = A.shape, B.shape[0]
+    out = []
+    for start in range(0, n_boot, chunk):
+        n = min(chunk, n_boot - start)
+        pi = rng.integers(0, N, size=(n, N))
+        ma, mb = A[:, pi].mean(2).T, B[:, pi].mean(2).T  # [n, seeds]: each seed's mean over the resampled problems
+        sa, sb = rng.integers(0, Sa, size=(n, Sa)), rng.integers(0, Sb, size=(n, Sb))
+        out.append(np.take_along_axis(ma, sa, 1).mean(1) - np.take_along_axis(mb, sb, 1).mean(1))
+    return np.concatenate(out)
+
+
+def seed_aware_compare(A: np.ndarray, B: np.ndarray, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+                       ) -> tuple[float, float, float, float]:
+    """(mean difference, CI low, CI high, two-sided p) of A - B, [seeds, problems] each (``SEED_AWARE``)."""
+    A, B = np.atleast_2d(np.asarray(A, float)), np.atleast_2d(np.asarray(B, float))
+    d = float(A.mean() - B.mean())
+    if A.shape[0] == 1 and B.shape[0] == 1:  # no seed spread to resample: the problem-level paired test
+        diff = A[0] - B[0]
+        boots = diff[np.random.default_rng(seed).integers(0, len(diff), size=(n_boot, len(diff)))].mean(1)
+        p = paired_p(A[0], B[0])
+    else:
+        boots = hierarchical_deltas(A, B, n_boot, seed)
+        p = 1.0 if np.allclose(boots, 0) else float(min(1.0, 2 * min((boots <= 0).mean(), (boots >= 0).mean())))
+    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return d, float(lo), float(hi), p
+
+
 # ---- tables ----------------------------------------------------------------------------------------
 def summarize(df: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     """One line per (method, task, setting): mean, CI, seeds, problems, NFE, latency."""
@@ -257,7 +297,8 @@ def _fmt_cell(mean, lo, hi, bold, mark, fmt) -> str:
 def comparison_table(df: pd.DataFrame, paired_vs: str | None = None, alpha: float = 0.05, fmt: str = "markdown",
                      n_boot: int = 2000) -> pd.DataFrame:
     """Methods x (task, setting): "mean ± CI half-width" in percent; best per column in bold; a dagger
-    where the difference to ``paired_vs`` is significant at ``alpha`` on the same problems."""
+    where the difference to ``paired_vs`` is significant at ``alpha`` on the same problems, seeds resampled
+    (``seed_aware_compare``)."""
     summ = summarize(df, n_boot=n_boot)
     df = df.copy()
     df["method_label"] = labels(df)
@@ -279,9 +320,9 @@ def comparison_table(df: pd.DataFrame, paired_vs: str | None = None, alpha: floa
                 mat, ids = score_matrix(df[(df.method_label == r["method"]) & (df.task == t) & (df.setting == s)])
                 bmat, bids = base
                 common = sorted(set(ids) & set(bids))
-                a = mat[:, [ids.index(i) for i in common]].mean(0)
-                b = bmat[:, [bids.index(i) for i in common]].mean(0)
-                if paired_p(a, b) < alpha:
+                a = mat[:, [ids.index(i) for i in common]]
+                b = bmat[:, [bids.index(i) for i in common]]
+                if seed_aware_compare(a, b, n_boot=n_boot, alpha=alpha)[3] < alpha:
                     mark = "†"
             table.setdefault(r["method"], {})[col] = _fmt_cell(r["mean"], r["lo"], r["hi"], r["mean"] == best, mark, fmt)
     return pd.DataFrame(table).T.sort_index()[cols]
@@ -289,12 +330,11 @@ def comparison_table(df: pd.DataFrame, paired_vs: str | None = None, alpha: floa
 
 def delta_table(df: pd.DataFrame, base: str, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
     """Each method label (e.g. an ablation variant ``lfpo[k=2]``) against ``base`` (e.g. ``lfpo``), per (task,
-    setting): the accuracy difference in points with a 95% paired-bootstrap CI over the shared problems (each
-    problem's score averaged over seeds first), and a dagger where the paired test gives p < ``alpha``."""
+    setting): the accuracy difference in points with a 95% CI over the shared problems and both sides' seeds
+    (``seed_aware_compare``), and a dagger where its test gives p < ``alpha``."""
     df = df.copy()
     df["method_label"] = labels(df)
     base_of = resolve_method(df, base, "--deltas-vs")  # a label, or a method name with one label per task
-    rng = np.random.default_rng(seed)
     table: dict[str, dict[str, str]] = {}
     cols = []
     for (t, s_), g in sorted(df.groupby(["task", "setting"]), key=lambda kv: (kv[0][0], setting_order(kv[0][1]))):
@@ -309,13 +349,11 @@ def delta_table(df: pd.DataFrame, base: str, n_boot: int = 2000, alpha: float = 
                 continue
             mat, ids = score_matrix(gm)
             common = sorted(set(ids) & set(bids))
-            a = mat[:, [ids.index(i) for i in common]].mean(0)
-            c = bmat[:, [bids.index(i) for i in common]].mean(0)
-            d = a - c
-            boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(1)
-            lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
-            mark = "†" if paired_p(a, c) < alpha else ""
-            table.setdefault(label, {})[col] = f"{100 * d.mean():+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{mark}"
+            a = mat[:, [ids.index(i) for i in common]]
+            c = bmat[:, [bids.index(i) for i in common]]
+            d, lo, hi, p = seed_aware_compare(a, c, n_boot=n_boot, alpha=alpha, seed=seed)
+            mark = "†" if p < alpha else ""
+            table.setdefault(label, {})[col] = f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{mark}"
     return pd.DataFrame(table).T.sort_index()[cols] if table else pd.DataFrame()
 
 

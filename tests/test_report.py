@@ -213,3 +213,40 @@ def test_cli_errors_print_bracketed_labels_verbatim(tmp_path):
     out = subprocess.run([sys.executable, "-c", "from lfpo_bench.cli import main; main()", "table", str(p), "--paired-vs", "lfpo[k=3]"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "lfpo[k=2]" in out.stderr and "lfpo[k=3]" in out.stderr, out.stderr
+
+
+def test_a_difference_carried_by_one_lucky_seed_is_not_significant():
+    """Per problem, the seed-averaged scores of A beat B's on every problem (a problem-level test says
+    "significant"), but two of A's three training seeds are below B: the seed-aware test must not."""
+    rng = np.random.default_rng(0)
+    N = 400
+    B = (rng.random((3, N)) < 0.55).astype(float)
+    lucky = np.ones(N)
+    poor = (rng.random((2, N)) < 0.45).astype(float)
+    A = np.vstack([lucky, poor])
+    problem_level = report.paired_bootstrap(A.mean(0), B.mean(0))
+    assert problem_level < 0.05  # the old test: seeds averaged first, then problems resampled
+    d, lo, hi, p = report.seed_aware_compare(A, B)
+    assert d > 0 and p >= 0.05 and lo < 0 < hi
+    # and when every seed agrees, the same size of effect is significant
+    A2 = (rng.random((3, N)) < 0.70).astype(float)
+    d2, lo2, hi2, p2 = report.seed_aware_compare(A2, B)
+    assert p2 < 0.05 and lo2 > 0
+
+
+def test_seed_aware_tables_do_not_mark_a_one_seed_fluke(tmp_path):
+    import json
+
+    rng = np.random.default_rng(1)
+    N = 300
+    rows = [row("base", 4, (rng.random(N) < 0.5).astype(float), seed=s) for s in range(3)]
+    flukey = [np.ones(N), (rng.random(N) < 0.4).astype(float), (rng.random(N) < 0.4).astype(float)]
+    rows += [row("m", 4, sc, seed=s) for s, sc in enumerate(flukey)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    df = report.load_rows([tmp_path / "rows.jsonl"])
+    t = report.comparison_table(df, paired_vs="base")
+    assert not any("†" in v for v in t.loc["m"])
+    dt = report.delta_table(df, "base")
+    cell = dt.loc["m"].iloc[0]
+    lo = float(cell.split("[")[1].split(",")[0])
+    assert "†" not in cell and lo < 0
