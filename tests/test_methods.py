@@ -278,7 +278,7 @@ def test_wd1_softmax_scope_by_hand_on_two_groups(scope):
     if scope == "batch":  # the reference: softmax(A, dim=0) over the batch, one sum
         expected = float(-(torch.softmax(adv, 0) * lp).sum() + (torch.softmax(-adv, 0) * lp).sum())
     else:  # within each group, groups averaged
-        per = [float(-(torch.softmax(a, 0) * l).sum() + (torch.softmax(-a, 0) * l).sum()) for a, l in zip(adv.view(2, 2), lp.view(2, 2))]
+        per = [float(-(torch.softmax(a, 0) * x).sum() + (torch.softmax(-a, 0) * x).sum()) for a, x in zip(adv.view(2, 2), lp.view(2, 2))]
         expected = sum(per) / 2
     # the trainer weighs each micro-batch by its share of rows: split in two, the objective is the same
     halves = [b.select(slice(0, 2)), b.select(slice(2, 4))]
