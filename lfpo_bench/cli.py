@@ -239,25 +239,35 @@ def run(
                        report_to=report_to, timing=_timing(timing_reps, timing_prompts, timing_batch)))
     if not res.is_main:  # under accelerate launch rank 0 alone reports
         return
-    print_before_after(res.before, res.after, f"{method} on {task}: before -> after (checkpoint from update {res.best_update})")
+    print_before_after(res.before, res.after, f"{method} on {task}: before -> after (checkpoint from update {res.best_update})",
+                       last=res.last)
+    budget = (res.after[0].config.get("budget") if res.after else None) or {}
+    if budget:
+        console.print(f"budget: {budget['opt_steps']} optimiser steps, {budget['rollout_forwards']} rollout forwards, "
+                      f"{budget['forwards']} training forwards, {budget['backwards']} backwards; "
+                      f"{budget['skipped_updates']} update(s) without signal skipped")
     console.print(f"train time {res.seconds:.0f} s; rows, log and checkpoint in {res.run_dir}")
 
 
-def print_before_after(before, after, title: str) -> None:
+def print_before_after(before, after, title: str, last=()) -> None:
     t = Table(title=title)
     timed = all(r.timing.get("request_ms") for r in after)
-    for col in ("decoding", "steps", "metric", "before", "after", "delta", "mean NFE after", *(["ms/request after [IQR]"] if timed else [])):
-        t.add_column(col, justify="right")
     key = lambda r: (r.decoding, r.steps)  # noqa: E731
     b = {key(r): r for r in before}
+    lst = {key(r): r for r in last}
+    for col in ("decoding", "steps", "metric", "before", "after", "delta", *(["last update"] if lst else []), "mean NFE after",
+                *(["ms/request after [IQR]"] if timed else [])):
+        t.add_column(col, justify="right")
     for r in after:
         r0 = b.get(key(r))
         for name in ["accuracy", *sorted(k for k in r.metrics if k != "selected_update")]:
             va = r.accuracy if name == "accuracy" else r.metrics[name]
             vb = (r0.accuracy if name == "accuracy" else r0.metrics.get(name, float("nan"))) if r0 else float("nan")
             q = r.timing.get("request_ms") or {}
+            rl = lst.get(key(r))
+            vl = (rl.accuracy if name == "accuracy" else rl.metrics.get(name, float("nan"))) if rl else float("nan")
             t.add_row(r.decoding, str(r.steps) if r.decoding == "fixed" else "adaptive", name, f"{100 * vb:.1f}",
-                      f"{100 * va:.1f}", f"{100 * (va - vb):+.1f}", f"{r.nfe_mean:.2f}",
+                      f"{100 * va:.1f}", f"{100 * (va - vb):+.1f}", *([f"{100 * vl:.1f}"] if lst else []), f"{r.nfe_mean:.2f}",
                       *([f"{q['median']:.2f} [{q['q25']:.2f}-{q['q75']:.2f}]"] if timed else []))
     console.print(t)
 

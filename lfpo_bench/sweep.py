@@ -248,7 +248,7 @@ def run_cell(cell: Cell, out: Path, device: str, show_progress: bool, report_to:
         timing=TimingConfig(reps=0),  # timed together with every other cell once the sweep is done
     ))
     rows = []
-    for r in res.after:
+    for r in res.after + res.last:  # "last": the cell's last update, next to the selected checkpoint ("after")
         d = r.to_dict()
         d.update(cell=cell.id, cell_label=cell.label(), method_cfg=cell.method_cfg, train_cfg=cell.train_cfg)
         rows.append(d)
@@ -327,7 +327,9 @@ def time_cells(out: Path, cells: list[Cell], state: SweepState, tcfg: TimingConf
     if tcfg.reps == 0:
         return 0
     by_id = {c.id: c for c in cells}
-    rows = [r for r in read_rows(out / "rows.jsonl") if r.get("cell") in state.done and r.get("cell") in by_id]
+    # the selected checkpoints' rows; a "last" row decodes the same settings with other weights (same cost)
+    rows = [r for r in read_rows(out / "rows.jsonl") if r.get("cell") in state.done and r.get("cell") in by_id
+            and r.get("stage") != "last"]
     path = out / "timing.jsonl"
     repair(path)
     have = {(t["cell"], t["config_hash"]) for t in read_rows(path)}

@@ -171,6 +171,7 @@ class RunResult:
     best_update: int
     seconds: float
     is_main: bool = True  # False on ranks > 0 of a multi-process run (their rows are not the run's)
+    last: list[ResultRow] = dataclasses.field(default_factory=list)  # the last update's rows (trained methods)
 
 
 def stamp(rows: list[ResultRow], result: TrainResult) -> list[ResultRow]:
@@ -260,4 +261,4 @@ def run(a: RunArgs) -> RunResult:
     dist.barrier()
     rows = [ResultRow(**d) for d in read_rows(rows_path)] if dist.is_main else after
     return RunResult([x for x in rows if x.stage == "before"], [x for x in rows if x.stage == "after"], run_dir,
-                     result.history, result.best_update, result.seconds, dist.is_main)
+                     result.history, result.best_update, result.seconds, dist.is_main, [x for x in rows if x.stage == "last"])

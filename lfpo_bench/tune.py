@@ -21,7 +21,14 @@ A tune file (YAML) is a sweep file (``sweep.py``) plus two sections:
 
 Phase 1 (``<out>/tune/trial<i>/``, one sweep per trial index): every trial trains and is evaluated on the
 task's validation split at the rollout steps (``tune.steps`` to change); its score is that accuracy,
-averaged over tasks. A method's grid must have exactly
+averaged over tasks, **of its last update** (the run's "last" rows): the checkpoint the trial's own
+validation selected was picked on the same validation problems, so scoring it would reward the selection
+twice (and floor every trial at its start). Methods that do not train are scored on their one checkpoint.
+A chosen value that sits on an edge of its knob's grid is flagged in ``tuning.md``; with
+``tune.extend_edges: N`` (``true`` = 1) N extension rounds follow, each giving **every** training method
+exactly one more trial, so budgets stay equal: the chosen point with its knob moved one grid step beyond
+the edge it sits on (geometric steps for positive values, arithmetic otherwise), or, for a choice inside
+its grid, beyond the edge nearest to it. A method's grid must have exactly
 ``trials`` points (the budget is a number of trials, not a grid shape); the best trial is chosen (ties:
 the earlier trial in grid order). Methods that do not train (``none``) get one trial. Phase 2
 (``<out>/final/``, one sweep, so one interleaved timing pass): each method's chosen configuration over
@@ -90,9 +97,14 @@ def plan(spec: dict, where: str) -> dict[str, list[tuple[dict, dict]]]:
     if unknown:
         raise UserError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(TUNE_KEYS)}")
     tune = spec.get("tune") or {}
-    bad = set(tune) - {"trials", "seed", "grid", "steps", "limit"}
+    bad = set(tune) - {"trials", "seed", "grid", "steps", "limit", "extend_edges"}
     if bad:
-        raise UserError(f"{where}: unknown tune key(s) {sorted(bad)}; allowed: trials, seed, grid, steps, limit")
+        raise UserError(f"{where}: unknown tune key(s) {sorted(bad)}; allowed: trials, seed, grid, steps, limit, extend_edges")
+    ext = tune.get("extend_edges", 0)
+    if isinstance(ext, bool):
+        ext = int(ext)
+    if not isinstance(ext, int) or ext < 0:
+        raise UserError(f"{where}: tune.extend_edges must be true, false or a number of rounds >= 0, got {tune.get('extend_edges')!r}")
     if not isinstance(tune.get("trials"), int) or tune["trials"] < 1:
         raise UserError(f"{where}: tune.trials must be a positive integer (the same budget for every method)")
     grid = tune.get("grid") or {}
@@ -146,12 +158,17 @@ def tune_spec(spec: dict, trials: dict, where: str) -> list[dict]:
 
 
 def scores(out: Path) -> list[dict]:
-    """Every finished trial: method, trial index, configuration, validation accuracy (mean over tasks/models)."""
+    """Every finished trial: method, trial index, configuration, validation accuracy of its last update (mean
+    over tasks/models; a method that does not train: its one checkpoint)."""
     recs = []
     for f in sorted((out / "tune").glob("trial*/rows.jsonl"), key=lambda p: int(p.parent.name[5:])):
         i = int(f.parent.name[5:])
         by = {}
-        for r in read_rows(f):
+        rows = read_rows(f)
+        trained = {r["method"] for r in rows if r.get("stage") == "last"}
+        for r in rows:
+            if r.get("stage") != ("last" if r["method"] in trained else "after"):
+                continue
             key = (r["method"], json.dumps(r.get("method_cfg") or {}, sort_keys=True), json.dumps(r.get("train_cfg") or {}, sort_keys=True))
             by.setdefault(key, []).append((r["accuracy"], (r.get("config") or {}).get("selected_update")))
         for (m, mc, tc), got in by.items():
@@ -174,7 +191,78 @@ def choose(recs: list[dict], trials: dict, shared_train: dict) -> dict[str, dict
     return chosen
 
 
-def tuning_table(recs: list[dict], chosen: dict) -> str:
+def _numeric(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def knob_values(points: list[tuple[dict, dict]]) -> dict[str, list]:
+    """Per knob ("train.lr", "method.mu"), the sorted distinct numeric values the grid gives it."""
+    vals: dict[str, set] = {}
+    for t, m in points:
+        for section, d in (("train", t), ("method", m)):
+            for k, v in d.items():
+                if _numeric(v):
+                    vals.setdefault(f"{section}.{k}", set()).add(v)
+    return {k: sorted(v) for k, v in vals.items() if len(v) >= 2}
+
+
+def edges_of(points: list[tuple[dict, dict]], point: tuple[dict, dict]) -> list[tuple[str, str]]:
+    """(knob, "top" | "bottom") for every knob of ``point`` at an edge of the grid's values."""
+    out = []
+    for knob, vals in knob_values(points).items():
+        section, _, k = knob.partition(".")
+        v = (point[0] if section == "train" else point[1]).get(k)
+        if v == vals[-1]:
+            out.append((knob, "top"))
+        elif v == vals[0]:
+            out.append((knob, "bottom"))
+    return out
+
+
+def beyond(vals: list, side: str):
+    """The next grid value past ``side`` of the sorted ``vals``: the edge's own step repeated (a ratio for
+    positive values, a difference otherwise); integers stay integers; None when there is none (a count
+    that would fall below 1)."""
+    a, b = (vals[-2], vals[-1]) if side == "top" else (vals[1], vals[0])
+    nxt = b * (b / a) if a > 0 and b > 0 else b + (b - a)
+    if all(isinstance(v, int) for v in vals):
+        nxt = int(round(nxt))
+        if nxt == b:
+            nxt = b + (1 if side == "top" else -1)
+        if nxt < 1:
+            return None
+    else:
+        nxt = float(f"{nxt:.3g}")
+    return nxt if nxt not in vals else None
+
+
+def extension(points: list[tuple[dict, dict]], chosen: tuple[dict, dict]) -> tuple[dict, dict] | None:
+    """One more trial for a method whose choice is ``chosen``: past the edge it sits on, or past the edge
+    nearest to it when it sits inside its grid (first knob in name order)."""
+    vals = knob_values(points)
+    if not vals:
+        return None
+    at = edges_of(points, chosen)
+    candidates = at + [(k, None) for k in sorted(vals) if k not in {a for a, _ in at}]
+    for knob, side in candidates:
+        section, _, k = knob.partition(".")
+        v = (chosen[0] if section == "train" else chosen[1]).get(k)
+        if v not in vals[knob]:
+            continue
+        if side is None:
+            i = vals[knob].index(v)
+            side = "top" if len(vals[knob]) - 1 - i < i else "bottom"
+        nxt = beyond(vals[knob], side)
+        if nxt is None:
+            continue
+        t, m = dict(chosen[0]), dict(chosen[1])
+        (t if section == "train" else m)[k] = nxt
+        if (t, m) not in points:
+            return t, m
+    return None
+
+
+def tuning_table(recs: list[dict], chosen: dict, trials: dict | None = None) -> str:
     def flat(r):
         return {**{f"train.{k}": v for k, v in r["train_cfg"].items()}, **{f"method.{k}": v for k, v in r["method_cfg"].items()}}
 
@@ -182,16 +270,22 @@ def tuning_table(recs: list[dict], chosen: dict) -> str:
     # settings every trial shares (the protocol's train: section) are said once, above the table
     shared = {k: v for k, v in (cfgs[0] if cfgs else {}).items() if all(c.get(k, object()) == v for c in cfgs)}
     lines = ["every trial: " + (", ".join(f"{k}={v}" for k, v in sorted(shared.items())) or "(defaults)"), "",
-             "| method | trial | configuration | validation accuracy | selected update | chosen |", "|---|---|---|---|---|---|"]
+             "| method | trial | configuration | validation accuracy (last update) | selected update | chosen |", "|---|---|---|---|---|---|"]
     for r in sorted(recs, key=lambda r: (r["method"], r["trial"])):
         cfg = {k: v for k, v in flat(r).items() if k not in shared}
         text = ", ".join(f"{k}={v}" for k, v in sorted(cfg.items())) or "(defaults)"
         mark = "yes" if chosen.get(r["method"], {}).get("trial") == r["trial"] else ""
+        if mark and trials and r["method"] in trials and r["trial"] < len(trials[r["method"]]):
+            edge = edges_of(trials[r["method"]], trials[r["method"]][r["trial"]])
+            if edge:
+                mark += " (on the grid's edge: " + ", ".join(f"{k} at the {s}" for k, s in edge) + ")"
         ups = r.get("selected_updates") or []
         kept = ", ".join(map(str, ups)) + (" (its start)" if ups == [0] and r["method"] != "none" else "") if ups else "-"
         lines.append(f"| {r['method']} | {r['trial']} | {text} | {100 * r['val_accuracy']:.1f} | {kept} | {mark} |")
-    return "\n".join(lines) + ("\n\nselected update: the checkpoint the run's validation picked (0: training never beat "
-                               "the starting policy on validation, so the row is the start)")
+    return "\n".join(lines) + ("\n\nvalidation accuracy: of each trial's last update (the selected checkpoint was picked on "
+                               "the same validation problems). selected update: the checkpoint the run's validation picked "
+                               "(0: training never beat the starting policy on validation). on the grid's edge: the best "
+                               "value may lie beyond the grid; tune.extend_edges adds one trial past it for every method.")
 
 
 def final_spec(spec: dict, chosen: dict) -> dict:
@@ -223,16 +317,35 @@ def tune(path: str, out: str | None = None, device: str = "auto", show_progress:
         expand(s, where)  # every trial and its settings are checked before any of them runs
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "tune.yaml").write_text(Path(path).read_text())
-    for i, s in enumerate(specs):
-        f = out_dir / "tune" / f"trial{i}.yaml"
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(yaml.safe_dump(s, sort_keys=True))
-        sweep(str(f), out=str(out_dir / "tune" / f"trial{i}"), device=device, show_progress=show_progress)
+    def run_trials(specs):
+        for i, s in enumerate(specs):
+            f = out_dir / "tune" / f"trial{i}.yaml"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(yaml.safe_dump(s, sort_keys=True))
+            sweep(str(f), out=str(out_dir / "tune" / f"trial{i}"), device=device, show_progress=show_progress)
+
+    run_trials(specs)
     recs = scores(out_dir)
     chosen = choose(recs, trials, spec.get("train") or {})
+    for _ in range(int((spec.get("tune") or {}).get("extend_edges", 0))):  # every training method: one more trial
+        grew = False
+        for m, points in trials.items():
+            if len(points) > 1 and m in chosen:
+                ext = extension(points, points[chosen[m]["trial"]])
+                if ext is not None:
+                    points.append(ext)
+                    grew = True
+        if not grew:
+            break
+        specs = tune_spec(spec, trials, where)
+        for s in specs:
+            expand(s, where)
+        run_trials(specs)  # finished trials are sweeps already done: only the new cells run
+        recs = scores(out_dir)
+        chosen = choose(recs, trials, spec.get("train") or {})
     (out_dir / "tuning.jsonl").write_text("".join(json.dumps({**r, "chosen": chosen.get(r["method"], {}).get("trial") == r["trial"]},
                                                              sort_keys=True) + "\n" for r in recs))
-    (out_dir / "tuning.md").write_text(tuning_table(recs, chosen) + "\n")
+    (out_dir / "tuning.md").write_text(tuning_table(recs, chosen, trials) + "\n")
     missing = [m for m in trials if m not in chosen]
     if missing:
         raise UserError(f"tuning did not finish for {', '.join(missing)} (a failed trial?); see {out_dir / 'tune'} and rerun")

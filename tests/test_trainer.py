@@ -251,3 +251,39 @@ def test_passes_and_optimiser_steps_are_counted_not_derived(tmp_path):
     assert not e.get("skipped")  # diffu-GRPO trains on every group
     assert e["opt_steps"] == m.mu and e["rollout_fwd"] == rollout_calls
     assert e["bwd_passes"] == tr.counter.grad_calls and e["fwd_passes"] == calls["fwd"]
+
+
+def test_the_evaluated_policy_is_a_knob_and_refused_where_there_is_none(tmp_path):
+    from lfpo_bench.types import UserError
+
+    cfg = TrainConfig(**{**SMALL, "updates": 2, "val_every": 1, "eval_policy": "old"})
+    with pytest.raises(UserError, match="eval_policy=old.*keeps no old/EMA policy"):
+        Trainer(fresh(), NoisyReward(), method("diffu_grpo", kl_beta=0.0), cfg, tmp_path / "a", show_progress=False)
+    with pytest.raises(ValueError, match="eval_policy"):
+        TrainConfig(eval_policy="ema")
+    m = method("lfpo", ema=0.9, mu=1)
+    tr = Trainer(fresh(), NoisyReward(), m, cfg, tmp_path / "b", show_progress=False)
+    res = tr.fit()
+    current = {n: p.detach() for n, p in tr.bank.params}
+    old = dict(zip([n for n, _ in tr.bank.params], tr.bank.snapshots["old"]))
+    assert any(not torch.equal(current[n], old[n]) for n in current)  # EMA lags: the two policies differ
+    assert all(torch.equal(res.last[n], old[n]) for n in old)  # what is evaluated is the EMA policy
+    assert res.last_update == 2
+
+
+def test_a_run_writes_selected_and_last_rows_with_its_counted_budget(tmp_path, monkeypatch):
+    from lfpo_bench.decoding import DecodingSpec
+    from lfpo_bench.evaluate import EvalOptions
+    from lfpo_bench.train_job import RunArgs, run
+
+    monkeypatch.chdir(tmp_path)
+    res = run(RunArgs(method="diffu_grpo", task="sudoku4", model="tiny-random", updates=2, decoding=DecodingSpec(steps=(2,)),
+                      opts=EvalOptions(limit=8, batch_size=64), show_progress=False,
+                      sets=["train.val_limit=8", "train.prompts_per_update=2", "train.group_size=2", "mu=2"]))
+    assert [r.stage for r in res.last] == ["last"] and res.last[0].checkpoint == "last-update"
+    if res.best_update == 2:  # the selected checkpoint is the last one: the same scores
+        assert res.last[0].scores == res.after[0].scores
+    budget = res.after[0].config["budget"]
+    log = [e for e in res.history if e.get("stage") != "start"]
+    assert budget["opt_steps"] == sum(e["opt_steps"] for e in log) == 2 * 2 - 2 * budget["skipped_updates"]
+    assert budget["backwards"] == sum(e["bwd_passes"] for e in log) and budget["rollout_forwards"] > 0

@@ -70,7 +70,7 @@ def test_tune_runs_both_phases_and_resumes(tmp_path, monkeypatch):
     val_rows = [r for f in (out / "tune").glob("trial*/rows.jsonl") for r in read_rows(f)]
     assert {r["split"] for r in val_rows} == {"validation"}  # tuning never touches the test split
     table = (out / "tuning.md").read_text()
-    assert table.count("| yes |") == 3
+    assert table.count("| yes") == 3 and "on the grid's edge" in table  # two-point grids: every choice is on an edge
     shared_line = table.splitlines()[0]  # the protocol's shared settings once; each row only what its trial tuned
     assert shared_line.startswith("every trial: ") and "train.updates=1" in shared_line and "train.lr" not in shared_line
     assert "| lfpo | 1 | train.lr=0.0003 |" in table or "| lfpo | 1 | train.lr=3e-4 |" in table
@@ -110,3 +110,44 @@ def test_shared_rollout_decoding_overrides_each_methods_preference(monkeypatch):
     assert rollout_rule(shared, lfpo) == (0.7, "low_confidence")
     with pytest.raises(ValueError, match="rollout_decoding"):
         TrainConfig(rollout_decoding="mine")
+
+
+def test_grid_edges_and_their_extension():
+    from lfpo_bench.tune import beyond, edges_of, extension
+
+    pts = [({"lr": lr}, {"mu": mu}) for lr in (1e-5, 1e-4) for mu in (1, 2, 4)]
+    assert edges_of(pts, ({"lr": 1e-4}, {"mu": 2})) == [("train.lr", "top")]
+    assert sorted(edges_of(pts, ({"lr": 1e-5}, {"mu": 4}))) == [("method.mu", "top"), ("train.lr", "bottom")]
+    assert beyond([1e-5, 1e-4], "top") == pytest.approx(1e-3) and beyond([1e-5, 1e-4], "bottom") == pytest.approx(1e-6)
+    assert beyond([1, 2, 4], "top") == 8 and beyond([1, 2, 4], "bottom") is None  # a count never falls below 1
+    assert beyond([0.0, 0.5], "top") == 1.0 and beyond([0.0, 0.5], "bottom") == -0.5
+    assert extension(pts, ({"lr": 1e-4}, {"mu": 2})) == ({"lr": pytest.approx(1e-3)}, {"mu": 2})
+    # mu=1 is at the bottom, which cannot go lower: the next edge knob moves instead
+    assert extension(pts, ({"lr": 1e-5}, {"mu": 1})) == ({"lr": pytest.approx(1e-6)}, {"mu": 1})
+    # a choice inside its grid still gets its one trial (equal budgets): past the nearest edge
+    inner = [({"lr": v}, {}) for v in (1e-5, 3e-5, 1e-4, 3e-4)]
+    assert extension(inner, inner[2]) == ({"lr": pytest.approx(9e-4)}, {})  # the last step (x3) repeated
+    assert extension([({}, {})], ({}, {})) is None
+
+
+def test_tuning_scores_each_trial_on_its_last_update_and_extends_edges_for_every_method(tmp_path, monkeypatch):
+    from lfpo_bench.tune import tune
+
+    monkeypatch.chdir(tmp_path)
+    spec = {**SPEC, "methods": ["none", "lfpo"],
+            "tune": {**SPEC["tune"], "grid": {"default": {"train.lr": [1e-4, 3e-4]}}, "extend_edges": True},
+            "final": {"seeds": [0], "eval": {"steps": [2], "limit": 4}, "timing": {"reps": 0}}}
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(spec))
+    out, chosen, recs = tune(str(tmp_path / "t.yaml"), out=str(tmp_path / "out"), show_progress=False)
+    lfpo = sorted((r["trial"], r["train_cfg"]["lr"]) for r in recs if r["method"] == "lfpo")
+    assert [t for t, _ in lfpo] == [0, 1, 2] and lfpo[2][1] not in (1e-4, 3e-4)  # one trial past the chosen edge
+    assert len([r for r in recs if r["method"] == "none"]) == 1
+    for r in recs:
+        rows = [x for x in read_rows(out / "tune" / f"trial{r['trial']}" / "rows.jsonl") if x["method"] == r["method"]]
+        want = "last" if r["method"] == "lfpo" else "after"
+        scored = [x["accuracy"] for x in rows if x.get("stage") == want]
+        assert scored and r["val_accuracy"] == pytest.approx(sum(scored) / len(scored))
+    table = (out / "tuning.md").read_text()
+    assert "last update" in table
+    with pytest.raises(UserError, match="extend_edges"):
+        plan({**SPEC, "tune": {**SPEC["tune"], "extend_edges": -1}}, "t")
