@@ -338,14 +338,14 @@ def gradcheck(
             raise UserError(f"{flag} {v}: must be >= 1")
     if group_size < 2 or ref_samples < 4:
         raise UserError("--group-size must be >= 2 and --ref-samples >= 4 (leave-one-out baselines)")
+    if steps is not None and steps < 1:
+        raise UserError(f"--steps {steps}: must be >= 1 (or omit it for the task's rollout steps)")
+    if not 0 < target <= 1:
+        raise UserError(f"--target {target}: a cosine in (0, 1], e.g. 0.9")
     if out:
-        from pathlib import Path
+        from .outputs import check_file
 
-        from .results import check_output_dir
-
-        if Path(out).is_dir():
-            raise UserError(f"--out {out}: is a folder; give a file name such as {Path(out) / 'gradcheck.json'}")
-        check_output_dir(Path(out).parent, "--out")
+        check_file(out, "gradcheck", "--out", "gradcheck.json")
     res = run_gradcheck(GradcheckConfig(task=task, model=model, methods=names, prompts=prompts, group_size=group_size,
                                         batches=batches, ref_samples=ref_samples, steps=steps, target_cos=target, seed=seed))
     t = Table(title=f"gradient fidelity on {task} ({res['model']}): random-remasking rollouts, {res['rollout_steps']} steps; "
@@ -356,9 +356,9 @@ def gradcheck(
         t.add_row(r["method"], f"{r['cos_mean']:.3f}", f"{r['cos_batch']:.3f}", f"{r['rel_var']:.2f}", str(r["batches_to"]))
     console.print(t)
     if out:
-        from pathlib import Path
+        from .outputs import write_atomic
 
-        Path(out).write_text(json.dumps(res, indent=1, default=str) + "\n")
+        write_atomic(out, json.dumps(res, indent=1, default=str) + "\n")
         console.print(f"written to {out}")
 
 
@@ -380,14 +380,17 @@ def table(
 
     if fmt not in ("markdown", "csv", "latex"):
         raise UserError(f"--format must be markdown, csv or latex, got {fmt!r}")
+    if target is not None and not 0 < target <= 1:
+        raise UserError(f"--target {target}: the accuracy to reach, as a fraction in (0, 1] (e.g. 0.85 for 85%)")
     if out:
         from pathlib import Path
+
+        from .outputs import check_file
 
         inputs = {Path(p).resolve() for p in paths} | {(Path(p) / "rows.jsonl").resolve() for p in paths}
         if Path(out).resolve() in inputs or Path(out).suffix == ".jsonl":
             raise UserError(f"--out {out}: would overwrite result rows; write the table to a new file such as table.md")
-        if Path(out).is_dir():
-            raise UserError(f"--out {out}: is a folder; give a file name such as {Path(out) / 'table.md'}")
+        check_file(out, "table", "--out", "table.md")
     df = report.load_rows(paths, metric=metric)
     mixed = report.check_provenance(df, allow_mixed=allow_mixed or not check)
     parts = [f"{metric} (%), mean ± 95% CI half-width over problems and seeds" + ("; † p < 0.05 vs " + paired_vs + ", " + report.SEED_AWARE if paired_vs else ""),
@@ -411,16 +414,9 @@ def table(
     text = "\n".join(parts)
     console.print(text, markup=False, highlight=False, soft_wrap=True)
     if out:
-        import os
-        from pathlib import Path
+        from .outputs import write_atomic
 
-        tmp = Path(out).with_name(f".{Path(out).name}.tmp{os.getpid()}")
-        try:
-            tmp.write_text(text + "\n")
-            os.replace(tmp, out)  # atomic: a failed write leaves the old file as it was
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise UserError(f"--out {out}: cannot write ({e.strerror}); choose a writable path") from None
+        write_atomic(out, text + "\n")
 
 
 @app.command()
@@ -435,8 +431,10 @@ def plot(
 
     from . import plot as P
     from . import report
+    from .outputs import claim_folder
 
     df = report.load_rows(paths)
+    claim_folder(out, "plots", "--out")
     files = P.accuracy_plots(df, out, list(paths), x="ms" if x == "ms" else "nfe")
     if runs:
         root = Path(runs)
@@ -466,6 +464,11 @@ def lm_eval_cmd(
     from .config import resolve_device
     from .lm_eval_adapter import run_lm_eval
 
+    if out:
+        from .outputs import check_file
+
+        check_file(out, "lm-eval", "--out", "lm_eval.json")
+
     res = run_lm_eval(model, [t for t in tasks.split(",") if t], include_path=include_path, limit=limit,
                       device=resolve_device(device), num_fewshot=num_fewshot,
                       model_args={"gen_length": gen_length, "steps": steps, "block_length": block_length, "mc_num": mc_num})
@@ -473,9 +476,9 @@ def lm_eval_cmd(
         return
     console.print_json(_json.dumps(res["results"], default=str))
     if out:
-        from pathlib import Path
+        from .outputs import write_atomic
 
-        Path(out).write_text(_json.dumps(res["results"], indent=2, default=str))
+        write_atomic(out, _json.dumps(res["results"], indent=2, default=str))
 
 
 def main() -> None:
@@ -487,6 +490,19 @@ def main() -> None:
 
         err.print(f"[red]error:[/red] {escape(str(e))}")  # messages name labels like lfpo[k=2]: not markup
         sys.exit(2)
+    except KeyboardInterrupt:  # outside a command (typer turns one inside into exit status 130)
+        _interrupted()
+    except SystemExit as e:
+        if e.code == 130:  # Ctrl-C inside a command
+            _interrupted()
+        raise
+
+
+def _interrupted() -> None:
+    from .outputs import interrupt_message
+
+    print(interrupt_message(), file=sys.stderr, flush=True)  # one line: what was kept, and how to resume
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,36 @@ def _type_name(t) -> str:
     return str(getattr(t, "__name__", t)).replace("typing.", "")
 
 
+# Ranges of the knobs that methods share by name (built-ins and plugins alike), checked wherever a value
+# comes from (defaults, config files, --set, sweep cells): a count below 1 would train nothing, a negative
+# weight would reverse a term, a probability outside [0, 1] means nothing.
+AT_LEAST_ONE = {"mu", "k", "n_draws", "n_masks", "shrink", "block"}
+POSITIVE = {"beta", "beta_eubo", "a_max"}
+NON_NEGATIVE = {"kl_beta", "eps", "lambda_cons"}
+FRACTION = {"p_mask_prompt", "p_other", "acc_low", "acc_high", "t_min", "t_low", "t_high", "mixture", "ema"}
+
+
+def check_ranges(cfg, where: str = "") -> None:
+    """``UserError`` naming the field when a shared knob of ``cfg`` (a dataclass) is out of its range."""
+    import dataclasses
+
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        bad = None
+        if f.name in AT_LEAST_ONE and v < 1:
+            bad = "must be >= 1 (0 would do nothing)"
+        elif f.name in POSITIVE and not v > 0:
+            bad = "must be > 0"
+        elif f.name in NON_NEGATIVE and not v >= 0:
+            bad = "must be >= 0 (0 turns the term off)"
+        elif f.name in FRACTION and not 0 <= v <= 1:
+            bad = "is a probability or fraction: it must be in [0, 1]"
+        if bad:
+            raise UserError(f"{where}{f.name} = {v}: {bad}")
+
+
 def build(cls, values: dict[str, Any], where: str = ""):
     """``cls(**values)`` with unknown keys reported and scalar types coerced."""
     names = field_names(cls)
@@ -79,9 +109,11 @@ def build(cls, values: dict[str, Any], where: str = ""):
         if "temperature" in k and isinstance(v, (int, float)) and not v >= 0:
             raise UserError(f"{where}{k} = {v}: a temperature must be >= 0 (0 = greedy)")
     try:
-        return cls(**coerced)
+        out = cls(**coerced)
     except ValueError as e:
         raise UserError(f"invalid {where.rstrip('.') or 'config'}: {e}") from None
+    check_ranges(out, where)
+    return out
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:

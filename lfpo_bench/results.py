@@ -29,32 +29,10 @@ def _looks_like_rows(path: Path) -> bool:
 
 
 def check_output_file(path: str | Path, flag: str = "--out") -> Path:
-    """Before any work: ``path`` can hold result rows - its folder exists or can be made and is writable,
-    it is not a folder, and if it exists it is a rows file (never someone's notes). Raises ``UserError``."""
-    from .types import UserError
+    """Before any work: ``path`` can hold result rows: new, or a rows file (``outputs.check_file``)."""
+    from .outputs import check_file
 
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{flag} {path}: is a folder; give a file name such as {path / 'rows.jsonl'}")
-    parent = path.parent
-    for p in [parent, *parent.parents]:
-        if p.exists():
-            if not p.is_dir():
-                raise UserError(f"{flag} {path}: {p} is a file, not a folder; choose another path")
-            break
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{flag} {path}: cannot create {parent} ({e.strerror}); choose a writable path") from None
-    if path.exists():
-        if not _looks_like_rows(path):
-            raise UserError(f"{flag} {path}: exists and is not a results file (its first line is not a JSON row); "
-                            "choose a new file name - lfpo-bench never rewrites other files")
-        if not os.access(path, os.W_OK):
-            raise UserError(f"{flag} {path}: not writable; choose another path")
-    elif not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {path}: the folder {parent} is not writable (read-only file system or permissions)")
-    return path
+    return check_file(path, "rows", flag, "rows.jsonl")
 
 
 def check_output_dir(path: str | Path, flag: str = "--out-dir") -> Path:

@@ -261,15 +261,24 @@ def sweep(spec_path: str, out: str | None = None, device: str = "auto", retry_fa
     from .trackers import check_report_to
 
     check_report_to(report_to)
-    from .config import resolve_device
-    from .progress import progress_bar
-
     if not Path(spec_path).exists() and (PRESETS / f"{spec_path}.yaml").exists():
         spec_path = str(PRESETS / f"{spec_path}.yaml")  # a shipped preset by name (d1, llada)
     spec = load_file(spec_path)
     cells = expand(spec, spec_path)
-    out_dir = Path(out or Path("results") / "sweeps" / str(spec.get("name") or Path(spec_path).stem))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    name = str(spec.get("name") or Path(spec_path).stem)
+    out_dir = Path(out or Path("results") / "sweeps" / name)
+    from .outputs import Lock, claim_folder, on_interrupt, rerun_command
+
+    claim_folder(out_dir, "sweep", "--out", name=name)  # new, or this sweep's own folder: never another's or a user's
+    with Lock(out_dir, "sweep"):
+        on_interrupt(f"finished cells are kept in {out_dir} (cells.jsonl); resume with: {rerun_command()}")
+        return _sweep_in(spec, spec_path, cells, out_dir, device, retry_failed, show_progress, only, report_to)
+
+
+def _sweep_in(spec, spec_path, cells, out_dir: Path, device, retry_failed, show_progress, only, report_to):
+    from .config import resolve_device
+    from .progress import progress_bar
+
     (out_dir / "sweep.yaml").write_text(Path(spec_path).read_text())
     device = resolve_device(device)
     state = read_state(out_dir)

@@ -112,7 +112,7 @@ def resolve(a: RunArgs) -> ResolvedRun:
     train = build(TrainConfig, tvals, "train.")
     cfg = {"method": method.name, "method_config": asdict(method.cfg), "task": task.name, "model": model,
            "train": asdict(train), "data": a.data}
-    run_id = a.run_id or f"{method.name}-{task.name}-s{a.seed}-{config_hash(cfg)[:8]}"
+    run_id = a.run_id if a.run_id is not None else f"{method.name}-{task.name}-s{a.seed}-{config_hash(cfg)[:8]}"
     check_run_id(run_id)
     sources = {**{f"method.{k}": v for k, v in msrc.items()}, **{f"train.{k}": v for k, v in tsrc.items()}}
     return ResolvedRun(task, method, train, model, run_id, cfg, sources)
@@ -185,15 +185,27 @@ def stamp(rows: list[ResultRow], result: TrainResult) -> list[ResultRow]:
 def run(a: RunArgs) -> RunResult:
     """See the module docstring. Under ``accelerate launch`` every rank runs this; rank 0 alone writes."""
     from .distributed import world
-    from .models.adapters import prepare_for_training
-    from .models.loader import load_model, save_model
 
     r = resolve(a)
-    task, method = r.task, r.method
     train_task = preflight(a, r)
     dist = world()
     device = resolve_device(a.device)
     run_dir = Path(a.out_dir) / r.run_id
+    if not dist.is_main:
+        return _run_in(a, r, train_task, dist, device, run_dir)
+    from .outputs import Lock, claim_folder, on_interrupt, rerun_command
+
+    claim_folder(run_dir, "run", "--out-dir/--run-id")  # new, or a run folder this project wrote
+    with Lock(run_dir, "run"):  # a second writer into the same folder is refused, naming this pid
+        on_interrupt(f"finished updates are checkpointed in {run_dir}; resume with: {rerun_command('--resume')}")
+        return _run_in(a, r, train_task, dist, device, run_dir)
+
+
+def _run_in(a: RunArgs, r: ResolvedRun, train_task, dist, device, run_dir: Path) -> RunResult:
+    from .models.adapters import prepare_for_training
+    from .models.loader import load_model, save_model
+
+    task, method = r.task, r.method
     rows_path = run_dir / "rows.jsonl"
     if rows_path.exists() and not a.resume:
         raise UserError(f"{run_dir} already holds a finished or partial run; pass --resume to continue it or --run-id NAME")

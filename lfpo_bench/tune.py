@@ -311,12 +311,22 @@ def tune(path: str, out: str | None = None, device: str = "auto", show_progress:
     spec = load_file(path)
     where = str(path)
     trials = plan(spec, where)
-    out_dir = Path(out or Path("results") / "tune" / str(spec.get("name") or Path(path).stem))
+    name = str(spec.get("name") or Path(path).stem)
+    out_dir = Path(out or Path("results") / "tune" / name)
     specs = tune_spec(spec, trials, where)
     for s in specs:
         expand(s, where)  # every trial and its settings are checked before any of them runs
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from .outputs import Lock, claim_folder, on_interrupt, rerun_command
+
+    claim_folder(out_dir, "tune", "--out", name=name)
+    with Lock(out_dir, "tune"):
+        on_interrupt(f"finished trials are kept in {out_dir}; resume with: {rerun_command()}")
+        return _tune_in(spec, path, where, trials, specs, out_dir, device, show_progress)
+
+
+def _tune_in(spec, path, where, trials, specs, out_dir: Path, device, show_progress):
     (out_dir / "tune.yaml").write_text(Path(path).read_text())
+
     def run_trials(specs):
         for i, s in enumerate(specs):
             f = out_dir / "tune" / f"trial{i}.yaml"
@@ -350,7 +360,9 @@ def tune(path: str, out: str | None = None, device: str = "auto", show_progress:
     if missing:
         raise UserError(f"tuning did not finish for {', '.join(missing)} (a failed trial?); see {out_dir / 'tune'} and rerun")
     fs = final_spec(spec, chosen)
-    (out_dir / "final").mkdir(parents=True, exist_ok=True)
+    from .outputs import claim_folder
+
+    claim_folder(out_dir / "final", "sweep", "--out", name=fs["name"])
     (out_dir / "final" / "chosen.json").write_text(json.dumps(  # table rows name each method's chosen configuration
         {m: {**{f"train.{k}": v for k, v in c["tuned_train"].items()}, **{f"method.{k}": v for k, v in c["method_cfg"].items()}}
          for m, c in chosen.items()}, indent=2, sort_keys=True))
