@@ -13,10 +13,9 @@ import textwrap
 
 import pytest
 import yaml
+from test_bad_input import _row
 
 from lfpo_bench import cli
-
-from test_bad_input import _row
 
 
 def tree(root):
