@@ -376,6 +376,7 @@ class Trainer:
         d = self.dist  # gathering sharded state is collective: every rank builds it, rank 0 writes it
         parts = d.save_training_state(self.run_dir, self.module, self.opt, self.bank, next_update)  # model, opt, bank
         if not d.is_main:
+            d.barrier()  # wait until rank 0 has published it: a rank that resumes next must find it
             return
         state = {
             "next_update": next_update, **parts, "engine": d.engine, "world_size": d.world_size,
@@ -388,6 +389,7 @@ class Trainer:
         torch.save(state, tmp)
         os.replace(tmp, self.ckpt_path)
         d.after_checkpoint(self.run_dir, next_update)
+        d.barrier()
 
     def load(self) -> bool:
         if not self.ckpt_path.exists():
