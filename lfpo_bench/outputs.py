@@ -104,7 +104,7 @@ def claim_folder(path: str | Path, kind: str, flag: str = "--out", name: str | N
         if name is not None and info.get("name") not in (None, name):
             raise UserError(f"{flag} {path}: holds the {kind} {info.get('name')!r}, not {name!r}; rerun that one there, or "
                             "give this one its own folder")
-        if info.get("name") is None or MARKER not in {p.name for p in path.iterdir()}:
+        if read_marker(path) is None:  # an empty folder, or one an earlier version wrote: adopt it
             _write_marker(path, kind, name, flag)
         return path
     try:
