@@ -240,7 +240,7 @@ def run(
     if not res.is_main:  # under accelerate launch rank 0 alone reports
         return
     print_before_after(res.before, res.after, f"{method} on {task}: before -> after (checkpoint from update {res.best_update})",
-                       last=res.last)
+                       last=res.last if res.last and res.best_update != res.last[0].config.get("last_update") else ())
     budget = (res.after[0].config.get("budget") if res.after else None) or {}
     if budget:
         console.print(f"budget: {budget['opt_steps']} optimiser steps, {budget['rollout_forwards']} rollout forwards, "
