@@ -49,7 +49,7 @@ def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path, bool]:
     rank 0 alone writes rows and samples."""
     from .distributed import world
     from .models.loader import load_model
-    from .results import check_output_file
+    from .outputs import check_file
 
     a.opts.check()
     timing = (a.timing or TimingConfig()).check()
@@ -57,7 +57,7 @@ def run_eval(a: EvalArgs) -> tuple[list[ResultRow], Path, bool]:
     a.decoding.expand(task)  # checked now, before any model work
     device = resolve_device(a.device)
     model_spec = a.model or task.default_model
-    out = check_output_file(a.out or default_out("eval"))
+    out = check_file(a.out or default_out("eval"), "rows", "--out", "rows.jsonl")
     task.load(a.opts.split or task.eval_split)  # data problems surface now, not after the model has loaded
     dist = world()
     with dist.main_first():  # a missing cached tiny model is pretrained once

@@ -28,13 +28,6 @@ def _looks_like_rows(path: Path) -> bool:
         return False
 
 
-def check_output_file(path: str | Path, flag: str = "--out") -> Path:
-    """Before any work: ``path`` can hold result rows: new, or a rows file (``outputs.check_file``)."""
-    from .outputs import check_file
-
-    return check_file(path, "rows", flag, "rows.jsonl")
-
-
 def check_output_dir(path: str | Path, flag: str = "--out-dir") -> Path:
     """Before any work: ``path`` is (or can be made) a writable folder."""
     from .types import UserError

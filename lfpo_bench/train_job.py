@@ -176,9 +176,10 @@ class RunResult:
 
 def stamp(rows: list[ResultRow], result: TrainResult) -> list[ResultRow]:
     """Which update a trained row's checkpoint is, and what the training cost (counted, ``TrainResult.budget``)."""
+    budget = result.budget()
     for row in rows:
         row.config = {**row.config, "selected_update": result.best_update, "last_update": result.last_update,
-                      "budget": result.budget()}
+                      "budget": budget}
     return rows
 
 
