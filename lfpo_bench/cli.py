@@ -323,9 +323,14 @@ def gradcheck(
     target: float = typer.Option(0.9, help="cosine the batches-to column asks for"),
     seed: int = typer.Option(0, help="prompt choice, rollouts and masks"),
     out: Optional[str] = typer.Option(None, help="write the result (JSON) here"),
+    ref_cache: Optional[str] = typer.Option(None, help="keep the reference gradient g* in this file (reused when the "
+                                            "setting matches, so methods added later cost minutes, not the g* again)"),
+    add: bool = typer.Option(False, help="add the measured methods' rows to the existing --out (same setting) "
+                                         "instead of refusing to overwrite it"),
 ) -> None:
     """How close is each method's gradient to the exact policy gradient (random-remasking rollouts)?"""
     import json
+    from pathlib import Path
 
     from .gradcheck import GradcheckConfig, run_gradcheck
     from .registry import METHODS
@@ -342,12 +347,22 @@ def gradcheck(
         raise UserError(f"--steps {steps}: must be >= 1 (or omit it for the task's rollout steps)")
     if not 0 < target <= 1:
         raise UserError(f"--target {target}: a cosine in (0, 1], e.g. 0.9")
+    previous = None
+    if add and not out:
+        raise UserError("--add adds rows to the result in --out; give --out")
     if out:
         from .outputs import check_file
 
         check_file(out, "gradcheck", "--out", "gradcheck.json")
+        if add and Path(out).exists():
+            previous = json.loads(Path(out).read_text())
     res = run_gradcheck(GradcheckConfig(task=task, model=model, methods=names, prompts=prompts, group_size=group_size,
-                                        batches=batches, ref_samples=ref_samples, steps=steps, target_cos=target, seed=seed))
+                                        batches=batches, ref_samples=ref_samples, steps=steps, target_cos=target, seed=seed),
+                        ref_cache=ref_cache)
+    if previous is not None:
+        from .gradcheck import merge_results
+
+        res = merge_results(previous, res)
     t = Table(title=f"gradient fidelity on {task} ({res['model']}): random-remasking rollouts, {res['rollout_steps']} steps; "
                     f"reference split-half cosine {res['split_half_cos']:.3f}")
     for col in ("method", "cos(mean g, g*)", "mean cos(g, g*)", "rel. variance", f"batches to cos {target}"):

@@ -156,6 +156,9 @@ def reinforce_gradient(lm, task, examples, k: int, steps: int, gen: torch.Genera
     return g
 
 
+G_STAR_CODE = (sample_trajectories, reinforce_gradient, trajectory_logps, generate)  # what a cached g* is keyed on
+
+
 def method_gradients(lm, task, examples, name: str, cfg: GradcheckConfig, ref: torch.Tensor, show=None) -> MethodStats:
     """``cfg.batches`` gradients of ``name``'s loss, each on a fresh batch of the trainer's own making."""
     from .registry import METHODS
@@ -188,7 +191,71 @@ def method_gradients(lm, task, examples, name: str, cfg: GradcheckConfig, ref: t
     return stats
 
 
-def run_gradcheck(cfg: GradcheckConfig, show_progress: bool = True) -> dict:
+def reference_key(cfg: GradcheckConfig, lm, task, examples, steps: int) -> dict:
+    """Everything g* depends on: the task and its prompts, the weights (a digest), the sample count, steps,
+    seed and chunking (chunks draw their seeds in order), and the source of the functions that sample and replay."""
+    import hashlib
+    import inspect
+
+    h = hashlib.sha256()
+    for name, t in sorted(lm.module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().numpy().tobytes())
+    code = hashlib.sha256()  # the functions g* is computed by (not whole modules: a new method must not void it)
+    for fn in G_STAR_CODE:
+        code.update(inspect.getsource(fn).encode())
+    prompts = hashlib.sha256("\x00".join(task.prompt(e, lm.profile.prompt_style) for e in examples).encode()).hexdigest()
+    return {"task": cfg.task, "prompts": prompts, "weights": h.hexdigest(), "ref_samples": cfg.ref_samples, "steps": steps,
+            "seed": cfg.seed, "chunk": cfg.chunk, "code": code.hexdigest()[:16]}
+
+
+def load_reference(path, key: dict) -> dict | None:
+    """The cached g* halves at ``path`` when they were computed for exactly ``key``; None when there is no file.
+    A file for another setting is an error (it would silently be replaced otherwise)."""
+    from pathlib import Path as _P
+
+    p = _P(path)
+    if not p.exists():
+        return None
+    try:
+        d = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise UserError(f"--ref-cache {p}: not a reference-gradient cache ({type(e).__name__}); remove it or pick another path") from None
+    if not isinstance(d, dict) or d.get("key") != key:
+        diff = sorted(k for k in key if not isinstance(d, dict) or (d.get("key") or {}).get(k) != key[k])
+        raise UserError(f"--ref-cache {p} holds the reference gradient of another setting (differs in: {', '.join(diff)}); "
+                        "remove it to recompute, or pick another path")
+    return d
+
+
+def save_reference(path, key: dict, halves: list, gen_state) -> None:
+    import io
+
+    from .outputs import write_atomic
+
+    buf = io.BytesIO()
+    torch.save({"key": key, "halves": halves, "gen_state": gen_state}, buf)
+    write_atomic(path, buf.getvalue(), "--ref-cache")
+
+
+def merge_results(old: dict, new: dict) -> dict:
+    """``new``'s rows added to ``old``'s (a re-measured method replaces its row); both must come from the same
+    setting (every config value but the methods, and the same reference gradient)."""
+    a = {k: v for k, v in old["config"].items() if k != "methods"}
+    b = {k: v for k, v in new["config"].items() if k != "methods"}
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if diff or old.get("split_half_cos") != new.get("split_half_cos") or old.get("model") != new.get("model"):
+        raise UserError("--add: the existing result is of another setting (differs in: "
+                        f"{', '.join(diff) or 'the reference gradient'}); write to a new --out instead")
+    names = [r["method"] for r in new["rows"]]
+    rows = [r for r in old["rows"] if r["method"] not in names] + new["rows"]
+    methods = list(dict.fromkeys(list(old["config"]["methods"]) + list(new["config"]["methods"])))
+    return {**old, "config": {**old["config"], "methods": methods}, "rows": rows}
+
+
+def run_gradcheck(cfg: GradcheckConfig, show_progress: bool = True, ref_cache=None) -> dict:
+    """Every method's gradient statistics against g*. ``ref_cache``: a file that keeps g* (its two halves and the
+    generator state after them) so that methods added later are measured against the same g*, in minutes."""
     from .config import make_task
     from .models.loader import load_model
     from .progress import progress_bar
@@ -202,12 +269,20 @@ def run_gradcheck(cfg: GradcheckConfig, show_progress: bool = True) -> dict:
     examples = [pool[i] for i in order[: cfg.prompts]]
     steps = rollout_steps(task, cfg.steps)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    total = 2 + len(cfg.methods) * cfg.batches + cfg.batches
+    key = reference_key(cfg, lm, task, examples, steps)
+    cached = load_reference(ref_cache, key) if ref_cache else None
+    total = (0 if cached else 2) + len(cfg.methods) * cfg.batches + cfg.batches
     with progress_bar(f"gradcheck {cfg.task}", total=total, enabled=show_progress) as bar:
-        halves = []
-        for _ in range(2):
-            halves.append(reinforce_gradient(lm, task, examples, cfg.ref_samples // 2, steps, gen, cfg.chunk))
-            bar.advance(1)
+        if cached:
+            halves = cached["halves"]
+            gen.set_state(cached["gen_state"])
+        else:
+            halves = []
+            for _ in range(2):
+                halves.append(reinforce_gradient(lm, task, examples, cfg.ref_samples // 2, steps, gen, cfg.chunk))
+                bar.advance(1)
+            if ref_cache:
+                save_reference(ref_cache, key, halves, gen.get_state())
         ref = (halves[0] + halves[1]) / 2
         rows = []
         for name in cfg.methods:

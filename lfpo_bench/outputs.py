@@ -186,12 +186,12 @@ def check_file(path: str | Path, kind: str, flag: str = "--out", example: str = 
     return path
 
 
-def write_atomic(path: str | Path, text: str, flag: str = "--out") -> None:
-    """Replace ``path`` with ``text`` in one step: a failed write leaves the old file as it was."""
+def write_atomic(path: str | Path, text: str | bytes, flag: str = "--out") -> None:
+    """Replace ``path`` with ``text`` (or bytes) in one step: a failed write leaves the old file as it was."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(text) if isinstance(text, bytes) else tmp.write_text(text)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)

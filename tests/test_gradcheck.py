@@ -133,3 +133,46 @@ def test_trace_rl_without_clip_is_reinforce_and_converges_to_the_reference():
     row = st.row(ref, 0.9)
     assert row["cos_mean"] > 0.9, row
     assert row["cos_batch"] < row["cos_mean"]
+
+
+def test_a_cached_reference_gives_the_same_result_and_refuses_another_setting(tmp_path):
+    """With --ref-cache, a second run skips g* but reproduces every number (the generator state after g* is
+    kept, so the REINFORCE row draws the same batches); a cache of another setting is an error, not a reuse."""
+    import pytest
+
+    from lfpo_bench.gradcheck import merge_results, run_gradcheck
+    from lfpo_bench.types import UserError
+
+    cfg = GradcheckConfig(task="countdown3-mini", methods=("diffu_grpo",), prompts=1, batches=2, ref_samples=8)
+    cache = tmp_path / "g.ref.pt"
+    first = run_gradcheck(cfg, False, ref_cache=cache)
+    assert cache.is_file()
+    calls = []
+    import lfpo_bench.gradcheck as gc
+
+    real = gc.reinforce_gradient
+
+    def counted(*a, **k):
+        calls.append(a[3])  # k: trajectories per prompt
+        return real(*a, **k)
+
+    gc.reinforce_gradient = counted
+    try:
+        second = run_gradcheck(cfg, False, ref_cache=cache)
+    finally:
+        gc.reinforce_gradient = real
+    assert cfg.ref_samples // 2 not in calls  # g* came from the file (only the REINFORCE row's batches ran)
+    assert second["rows"] == first["rows"] and second["split_half_cos"] == first["split_half_cos"]
+    import dataclasses
+
+    for other in (dataclasses.replace(cfg, ref_samples=12), dataclasses.replace(cfg, seed=1)):
+        with pytest.raises(UserError, match="another setting"):
+            run_gradcheck(other, False, ref_cache=cache)
+    # rows of a method added later merge into the earlier result; a re-measured method replaces its row
+    more = run_gradcheck(dataclasses.replace(cfg, methods=("wd1", "diffu_grpo")), False, ref_cache=cache)
+    merged = merge_results(first, more)
+    assert [r["method"] for r in merged["rows"]].count("diffu_grpo") == 1
+    assert {r["method"] for r in merged["rows"]} == {"diffu_grpo", "wd1", "reinforce (exact, same batch)"}
+    assert merged["config"]["methods"] == ["diffu_grpo", "wd1"]
+    with pytest.raises(UserError, match="another setting"):
+        merge_results(first, {**more, "config": {**more["config"], "batches": 3}})

@@ -10,8 +10,11 @@ for t in countdown3-mini sudoku4; do
   [ -d "$RUNS/mid-$t/checkpoint" ] || lfpo-bench run --method diffu_grpo --task "$t" --updates 20 --limit 20 --steps 4 --set train.select=last \
       --out-dir "$RUNS" --run-id "mid-$t"
 done
-# task, model, reference trajectories per prompt (enough for a split-half cosine >= 0.99), name
-gc() { [ -f "$OUT/$4.json" ] || lfpo-bench gradcheck --task "$1" --model "$2" --prompts 4 --batches 128 --ref-samples "$3" --out "$OUT/$4.json"; }
+# task, model, reference trajectories per prompt (enough for a split-half cosine >= 0.99), name. g* is kept in
+# runs/NAME.ref.pt: a method added later is measured against the same g* with
+#   lfpo-bench gradcheck ...same options... --methods NEW --ref-cache $RUNS/NAME.ref.pt --add --out $OUT/NAME.json
+gc() { [ -f "$OUT/$4.json" ] || lfpo-bench gradcheck --task "$1" --model "$2" --prompts 4 --batches 128 --ref-samples "$3" \
+          --ref-cache "$RUNS/$4.ref.pt" --out "$OUT/$4.json"; }
 gc countdown3-mini tiny 4096 countdown3-mini-start
 gc countdown3-mini "$RUNS/mid-countdown3-mini/checkpoint" 4096 countdown3-mini-mid
 gc sudoku4 tiny 24576 sudoku4-start
