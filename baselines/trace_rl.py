@@ -9,14 +9,14 @@ policy; z-score advantages; prompts whose group accuracy is > 0.8 or < 0.2 are d
 With random remasking, rollout temperature 1 and shrink = 1 the summed log-prob is the exact
 log-probability of the trajectory under the sampler (up to the theta-free position choice): this method
 is the harness's ground-truth policy gradient on small models.
-That holds under ``train.rollout_decoding=method`` (this method's own rule). Under the harness's default
+That holds under ``train.rollout.decoding=method`` (this method's own rule). Under the harness's default
 shared rule (low-confidence remasking at 0.9, the same for every method) the replayed log-probs are those
 of the temperature-1 policy at the steps the rollout committed: a surrogate, like every other method's.
 
 Deviations from the reference code:
 
 1. group accuracy is the mean reward of the group (identical for 0/1 rewards);
-2. its own rollout rule (``rollout_decoding=method``) is random remasking at temperature 1, where replay is exact;
+2. its own rollout rule (``train.rollout.decoding=method``) is random remasking at temperature 1, where replay is exact;
 3. the policy term and the KL are token means over the whole batch; the reference averages the policy term
    per (sample, merged step) row and sums the KL within a row;
 4. one optimiser step per rollout batch (mu = 1): the ratio is then 1 and its clip and the KL (against the

@@ -37,7 +37,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from lfpo_bench.decoding import Decoding  # noqa: E402 - after the source tree is on the path
+from lfpo_bench.decoding import Decoding, RolloutConfig  # noqa: E402 - after the source tree is on the path
 
 SMOKE = os.environ.get("GPU_CHECK_SMOKE") == "1"  # tiny shapes on the CPU: checks the script, measures nothing
 DEV = torch.device("cpu" if SMOKE else "cuda")
@@ -234,13 +234,13 @@ def rollout_rows(lm):
         ROWS.append(("bare bf16 forward B=6 x 320 (no adapters)", f"{bare:.1f} ms"))
         steps = 16 if SMOKE else 128
         generate(lm, prompt, am, Decoding(gen_length=256, steps=8, block_length=32))  # warm the B=6 shapes once
-        for label, kw, cache in (("plain peft", dict(rollout_lora="plain"), False),
-                                 ("plain + tf32", dict(rollout_lora="plain", rollout_tf32=True), False),
-                                 ("bf16 autocast", dict(rollout_lora="bf16"), False),
-                                 ("merge (restored exactly)", dict(rollout_lora="merge"), False),
-                                 ("merge + prefix cache", dict(rollout_lora="merge"), True)):
+        for label, kw, cache in (("plain peft", dict(lora="plain"), False),
+                                 ("plain + tf32", dict(lora="plain", tf32=True), False),
+                                 ("bf16 autocast", dict(lora="bf16"), False),
+                                 ("merge (restored exactly)", dict(lora="merge"), False),
+                                 ("merge + prefix cache", dict(lora="merge"), True)):
             def run():
-                with fast_rollout(lm, TrainConfig(**kw)):  # noqa: B023 - called within this iteration
+                with fast_rollout(lm, RolloutConfig(**kw)):  # noqa: B023 - called within this iteration
                     return generate(lm, prompt, am, Decoding(gen_length=256, steps=steps, block_length=32, temperature=1.0, remasking="random", use_cache=cache), generator=torch.Generator(device=DEV).manual_seed(0))  # noqa: B023 - called within this iteration
             ms = cuda_ms(run, reps=1, warmup=0)
             ROWS.append((f"rollout step, {label}", f"{ms / steps:.1f} ms = {ms / steps / bare:.2f}x bare forward"))
@@ -253,8 +253,9 @@ def update_rows(lm):
     from lfpo_bench.registry import METHODS
     from lfpo_bench.trainer import TrainConfig, Trainer
 
-    base = dict(updates=1, prompts_per_update=1, group_size=6, micro_batch=6, rollout_gen_length=256, rollout_block_length=32,
-                rollout_steps=128, lora_r=128, lora_alpha=64, lr=3e-6, weight_decay=0.1, grad_clip=0.2, val_limit=1)
+    shape = dict(gen_length=256, block_length=32, steps=128)
+    base = dict(updates=1, prompts_per_update=1, group_size=6, micro_batch=6, rollout=RolloutConfig(**shape),
+                lora_r=128, lora_alpha=64, lr=3e-6, weight_decay=0.1, grad_clip=0.2, val_limit=1)
     if not hasattr(lm.module, "peft_config"):
         prepare_for_training(lm, TrainConfig(**base))
     n_train = sum(p.numel() for p in lm.module.parameters() if p.requires_grad)
@@ -263,7 +264,7 @@ def update_rows(lm):
     for name, over, mode in (("lfpo", {}, "plain"), ("lfpo", {}, "merge"), ("diffu_grpo", {"mu": 12}, "merge")):
         cls = METHODS.get(name)
         method = cls(cls.Config(**over))
-        tcfg = TrainConfig(**base, rollout_lora=mode)
+        tcfg = TrainConfig(**{**base, "rollout": RolloutConfig(**shape, lora=mode)})
         with tempfile.TemporaryDirectory() as d:
             tr = Trainer(lm, task, method, tcfg, d, show_progress=False)
             sync()

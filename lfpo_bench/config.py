@@ -20,11 +20,45 @@ from .types import UserError
 BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 
+def nested_fields(cls) -> dict[str, type]:
+    """Fields of ``cls`` that are configs themselves (``TrainConfig.rollout``): name -> their class."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls) if is_dataclass(hints.get(f.name))}
+
+
 def field_names(cls) -> list[str]:
-    return [f.name for f in fields(cls)]
+    """The keys of ``cls``: its fields, a nested config's as ``name.field`` (``rollout.steps``)."""
+    nested = nested_fields(cls)
+    out = []
+    for f in fields(cls):
+        out += [f"{f.name}.{n}" for n in field_names(nested[f.name])] if f.name in nested else [f.name]
+    return out
+
+
+def flatten(cls, values: dict[str, Any] | None, where: str = "") -> dict[str, Any]:
+    """``values`` with a nested config's mapping (``rollout: {steps: 4}``) or instance spelled as dotted keys
+    (``rollout.steps: 4``), the one form every merge, grid and hash works on."""
+    out: dict[str, Any] = {}
+    nested = nested_fields(cls)
+    for k, v in (values or {}).items():
+        if k in nested and is_dataclass(v) and not isinstance(v, type):
+            import dataclasses
+
+            v = dataclasses.asdict(v)
+        if k in nested:
+            if not isinstance(v, dict):
+                raise UserError(f"{where}{k}: expected a mapping of {k} fields such as {{{field_names(nested[k])[0]}: ...}}, "
+                                f"got {v!r}; or write {where}{k}.FIELD=VALUE")
+            out.update({f"{k}.{kk}": vv for kk, vv in flatten(nested[k], v, f"{where}{k}.").items()})
+        else:
+            out[k] = v
+    return out
 
 
 def _coerce(cls, name: str, value: Any, where: str) -> Any:
+    if "." in name and name.split(".", 1)[0] in nested_fields(cls):
+        head, rest = name.split(".", 1)
+        return _coerce(nested_fields(cls)[head], rest, value, f"{where}{head}.")
     hints = typing.get_type_hints(cls)
     t = hints.get(name)
     if value is None:
@@ -97,23 +131,39 @@ def check_ranges(cfg, where: str = "") -> None:
 
 def build(cls, values: dict[str, Any], where: str = ""):
     """``cls(**values)`` with unknown keys reported and scalar types coerced."""
-    names = field_names(cls)
-    unknown = [k for k in values if k not in names]
-    if unknown:
-        k = unknown[0]
-        hint = difflib.get_close_matches(k, names, n=2)
-        raise UserError(f"unknown config key {where}{k!r}" + (f"; did you mean {', '.join(hint)}?" if hint else "")
-                        + f" (valid: {', '.join(names)})")
+    values = flatten(cls, values, where)
+    check_keys(cls, values, where)
     coerced = {k: _coerce(cls, k, v, where) for k, v in values.items()}
     for k, v in coerced.items():  # every temperature (rollout, sampling) is a non-negative number
         if "temperature" in k and isinstance(v, (int, float)) and not v >= 0:
             raise UserError(f"{where}{k} = {v}: a temperature must be >= 0 (0 = greedy)")
+    top = {k: v for k, v in coerced.items() if "." not in k}
+    for name, sub in nested_fields(cls).items():
+        part = {k.split(".", 1)[1]: v for k, v in coerced.items() if k.startswith(name + ".")}
+        top[name] = build(sub, part, f"{where}{name}.")
     try:
-        out = cls(**coerced)
+        out = cls(**top)
     except ValueError as e:
         raise UserError(f"invalid {where.rstrip('.') or 'config'}: {e}") from None
     check_ranges(out, where)
     return out
+
+
+def check_keys(cls, values: dict[str, Any], where: str = "") -> None:
+    """``UserError`` for the first key of ``values`` (flattened) that ``cls`` does not have, with a "did you mean";
+    a key that moved into a nested config (``rollout_steps`` -> ``rollout.steps``) is named as such."""
+    names = field_names(cls)
+    for k in values:
+        if k in names:
+            continue
+        moved = [n for n in names if n.replace(".", "_", 1) == k]
+        if moved:
+            raise UserError(f"config key '{where}{k}' is now '{where}{moved[0]}' (the {moved[0].split('.')[0]} settings are "
+                            f"one nested config); write {where}{moved[0]}=... or {moved[0].split('.')[0]}: {{"
+                            f"{moved[0].split('.', 1)[1]}: ...}} in a file")
+        hint = difflib.get_close_matches(k, names, n=2)
+        raise UserError(f"unknown config key '{where}{k}'" + (f"; did you mean {', '.join(hint)}?" if hint else "")
+                        + f" (valid: {', '.join(names)})")
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -145,6 +195,9 @@ def split_overrides(flat: dict[str, Any], sections: dict[str, type]) -> dict[str
     for k, v in flat.items():
         if "." in k:
             sec, key = k.split(".", 1)
+            nesting = [s for s, cls in sections.items() if is_dataclass(cls) and sec in nested_fields(cls)]
+            if sec not in sections and len(nesting) == 1:
+                sec, key = nesting[0], k  # rollout.steps -> train.rollout.steps
             if sec not in sections:
                 hint = difflib.get_close_matches(sec, list(sections), n=1)
                 raise UserError(f"unknown config section {sec!r} in {k!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
@@ -172,8 +225,8 @@ def merge_layers(cls, layers: list[tuple[str, dict[str, Any], bool]], where: str
     origin: dict[str, str] = {}
     default_of: dict[str, bool] = {}
     for source, layer, is_default in layers:
-        if set(layer or {}) - set(field_names(cls)):
-            build(cls, layer, where)  # unknown keys: the error with "did you mean"
+        layer = flatten(cls, layer, where)
+        check_keys(cls, layer, where)  # unknown keys: the error with "did you mean"
         coerced = {k: _coerce(cls, k, v, where) for k, v in (layer or {}).items()}
         for k, v in coerced.items():
             if k in values and not default_of[k] and not is_default and values[k] != v:

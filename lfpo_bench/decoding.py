@@ -5,8 +5,9 @@
 - ``DecodingSpec``: what a user asks to evaluate (lists expand; ``None`` = the task's shape or the model
   family's rule). The CLI options of ``eval`` and ``run`` and the ``eval:`` keys of a sweep file are derived
   from its fields (``cli.decoding_options``, ``sweep.EVAL_KEYS``), so a new knob is added here and nowhere else.
-- ``RolloutShape``: the (gen length, block, steps) of training rollouts and validation, resolved against
-  the task in one place.
+- ``RolloutConfig``: how training rolls out (``TrainConfig.rollout``; keys ``train.rollout.FIELD``): the
+  shape (gen length, block, steps) resolved against the task in one place, the shared or per-method rule, and
+  the speed switches (LoRA merge, TF32, prefix cache).
 
 The recorded form of a setting (``Decoding.record()``) carries ``schema``: bump ``SCHEMA`` when a field is
 added, so rows of different schemas never share a config hash by accident.
@@ -232,13 +233,36 @@ def whole_canvas(profile) -> bool:
     return bool(rec.get("block_length")) and rec.get("block_length") == rec.get("gen_length")
 
 
-@dataclass(frozen=True)
-class RolloutShape:
-    """Generated length, block and steps of rollouts and validation; ``None``: the task's."""
+LORA_MODES = ("merge", "bf16", "plain")  # see fast_rollout.py
 
-    gen_length: int | None = None
-    block_length: int | None = None
-    steps: int | None = None
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Training rollouts. Shape fields left ``None`` are the task's (its RL rollout steps, its length and block);
+    ``decoding`` says whose rule rolls out: ``shared`` (every method with ``temperature``/``remasking``) or
+    ``method`` (each method's own preference, ``Method.temperature``/``remasking``)."""
+
+    steps: int | None = None  # denoising steps of rollouts (None: the task's rollout steps)
+    gen_length: int | None = None  # generated length (None: the task's)
+    block_length: int | None = None  # block length (None: the task's)
+    batch: int = 256  # rows per generate call
+    lora: str = "merge"  # LoRA in rollouts: "merge" (folded into the base weights, restored exactly) | "bf16" | "plain"
+    tf32: bool = False  # TF32 float32 matmuls in rollouts (CUDA)
+    use_cache: bool = False  # prefix KV cache in rollouts (native LLaDA; approximate)
+    decoding: str = "shared"  # "shared": every method rolls out with the two below; "method": each method's own rule
+    temperature: float = 0.9  # rollout temperature of every method under decoding=shared
+    remasking: str = "low_confidence"  # rollout remasking of every method under decoding=shared
+
+    def __post_init__(self):
+        if self.lora not in LORA_MODES:
+            raise ValueError(f"train.rollout.lora must be one of {', '.join(LORA_MODES)}, got {self.lora!r}")
+        if self.decoding not in ("method", "shared"):
+            raise ValueError(f"train.rollout.decoding must be 'method' or 'shared', got {self.decoding!r}")
+        check_rule(self.temperature, self.remasking, None, None, None)
+        for name in ("steps", "gen_length", "block_length", "batch"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"train.rollout.{name} must be >= 1, got {v}")
 
     def resolve(self, task) -> tuple[int, int, int]:
         """(L, block, steps) on ``task``: given values, else the task's RL rollout steps and its shape."""
@@ -246,3 +270,15 @@ class RolloutShape:
         blk = self.block_length or min(task.block_length, L)
         steps = self.steps or getattr(task, "rollout_steps", None) or task.steps
         return L, blk, steps
+
+    def rule(self, method) -> tuple[float, str]:
+        """(temperature, remasking) of ``method``'s rollouts: the shared rule, or the method's own preference."""
+        if self.decoding == "shared":
+            return self.temperature, self.remasking
+        return method.temperature, method.remasking
+
+    def decoding_for(self, task, method) -> Decoding:
+        """The sampler setting of ``method``'s rollouts on ``task``."""
+        L, blk, steps = self.resolve(task)
+        temp, remasking = self.rule(method)
+        return Decoding(L, steps, blk, temperature=temp, remasking=remasking, use_cache=self.use_cache)

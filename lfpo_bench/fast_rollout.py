@@ -3,16 +3,16 @@
 peft keeps LoRA adapters in float32, so a plain LoRA forward in bf16 runs every adapter matmul as a float32
 GEMM after casting the activations. For rollouts (no gradient) the trainer can instead:
 
-- ``rollout_lora="merge"``: add each adapter's delta (``get_delta_weight``, scaling included) into its base
+- ``train.rollout.lora="merge"``: add each adapter's delta (``get_delta_weight``, scaling included) into its base
   weight and run with adapters disabled, then **restore the base weights bit for bit**
   from a saved copy (not peft's ``unmerge``, whose subtraction in bf16 would drift the base weights a little
   at every update). Costs one copy of the adapted weights during the rollout. Exact up to the rounding of
   the merged weight in the model's dtype (in float32: the same tokens, tested);
-- ``rollout_lora="bf16"``: run the rollout under CUDA autocast to bfloat16, so adapter matmuls run in bf16
+- ``train.rollout.lora="bf16"``: run the rollout under CUDA autocast to bfloat16, so adapter matmuls run in bf16
   too (no effect on a CPU float32 model);
-- ``rollout_lora="plain"``: peft as is;
-- ``rollout_tf32``: allow TF32 for float32 matmuls during rollouts (CUDA; the plain adapter path);
-- ``rollout_use_cache``: the prefix KV cache in rollouts (native LLaDA; approximate, see docs/sampler.md).
+- ``train.rollout.lora="plain"``: peft as is;
+- ``train.rollout.tf32``: allow TF32 for float32 matmuls during rollouts (CUDA; the plain adapter path);
+- ``train.rollout.use_cache``: the prefix KV cache in rollouts (native LLaDA; approximate, see docs/sampler.md).
 
 Training forwards and backwards never see any of this; only rollouts (sampling) do.
 """
@@ -22,8 +22,6 @@ from __future__ import annotations
 from contextlib import contextmanager, nullcontext
 
 import torch
-
-MODES = ("plain", "bf16", "merge")
 
 
 def lora_layers(module):
@@ -66,14 +64,14 @@ def merged_adapters(module):
 
 @contextmanager
 def fast_rollout(lm, cfg, sharded: bool = False):
-    """The rollout switches of ``cfg`` (a TrainConfig) around sampler calls on ``lm``. ``sharded``: parameters
+    """The rollout switches of ``cfg`` (a ``RolloutConfig``) around sampler calls on ``lm``. ``sharded``: parameters
     are split across ranks (FSDP, ZeRO-3), where a merge would need the full weights: plain LoRA then."""
-    mode = getattr(cfg, "rollout_lora", "plain")
+    mode = cfg.lora
     if sharded and mode == "merge":
         mode = "bf16"
     cuda = lm.device.type == "cuda"
     tf32_before = torch.backends.cuda.matmul.allow_tf32
-    if cuda and getattr(cfg, "rollout_tf32", False):
+    if cuda and cfg.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     try:
         if mode == "merge":

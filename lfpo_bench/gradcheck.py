@@ -102,17 +102,17 @@ def flat_grad(params) -> torch.Tensor:
 
 
 def rollout_steps(task, steps: int | None) -> int:
-    from .decoding import RolloutShape
+    from .decoding import RolloutConfig
 
-    return RolloutShape(steps=steps).resolve(task)[2]
+    return RolloutConfig(steps=steps).resolve(task)[2]
 
 
 def sample_trajectories(lm, task, examples, k: int, steps: int, gen: torch.Generator, chunk: int):
     """``k`` random-remasking, temperature-1 trajectories per example: (prompt ids, mask, completion, commit
     step, reward, prompt index), in chunks of at most ``chunk`` rows."""
-    from .decoding import Decoding, RolloutShape
+    from .decoding import Decoding, RolloutConfig
 
-    L, blk, steps = RolloutShape(steps=steps).resolve(task)
+    L, blk, steps = RolloutConfig(steps=steps).resolve(task)
     dec = Decoding(L, steps, blk, temperature=1.0, remasking="random")
     ids, am = lm.encode_prompts([task.prompt(e, lm.profile.prompt_style) for e in examples], L)
     rows = [(p, j) for p in range(len(examples)) for j in range(k)]
@@ -161,6 +161,7 @@ G_STAR_CODE = (sample_trajectories, reinforce_gradient, trajectory_logps, genera
 
 def method_gradients(lm, task, examples, name: str, cfg: GradcheckConfig, ref: torch.Tensor, show=None) -> MethodStats:
     """``cfg.batches`` gradients of ``name``'s loss, each on a fresh batch of the trainer's own making."""
+    from .decoding import RolloutConfig
     from .registry import METHODS
     from .trainer import TrainConfig, Trainer
 
@@ -169,9 +170,9 @@ def method_gradients(lm, task, examples, name: str, cfg: GradcheckConfig, ref: t
     over = {k: v for k, v in (("temperature", 1.0), ("remasking", "random")) if k in {f.name for f in dataclasses.fields(mcfg)}}
     method = cls(dataclasses.replace(mcfg, **over))
     steps = rollout_steps(task, cfg.steps)
-    tc = TrainConfig(updates=cfg.batches, prompts_per_update=len(examples), group_size=cfg.group_size, rollout_decoding="method",
-                     micro_batch=len(examples) * cfg.group_size, rollout_steps=steps, grad_clip=1e30, val_every=0,
-                     checkpoint_every=0, seed=cfg.seed, rollout_batch=max(cfg.chunk, cfg.group_size))
+    tc = TrainConfig(updates=cfg.batches, prompts_per_update=len(examples), group_size=cfg.group_size,
+                     micro_batch=len(examples) * cfg.group_size, grad_clip=1e30, val_every=0, checkpoint_every=0, seed=cfg.seed,
+                     rollout=RolloutConfig(steps=steps, decoding="method", batch=max(cfg.chunk, cfg.group_size)))
     with tempfile.TemporaryDirectory() as tmp:
         tr = Trainer(lm, task, method, tc, tmp, show_progress=False, train_examples=examples)
         params = [p for _, p in tr.bank.params]

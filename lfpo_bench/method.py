@@ -21,7 +21,7 @@ The protocol the trainer and ``run`` read, all declared here (docs/plugins.md):
 - ``uses_ref`` (property): keep a frozen reference policy (default: the config has a positive ``kl_beta``);
 - ``mu`` (property): inner iterations per rollout batch (default: the config's ``mu``, else 1);
 - ``temperature`` / ``remasking`` (properties): the method's own rollout rule, used under
-  ``train.rollout_decoding=method`` (default: the config's fields, else 1.0 / low_confidence);
+  ``train.rollout.decoding=method`` (default: the config's fields, else 1.0 / low_confidence);
 - ``defaults_by_family`` (class): config defaults per task family (``Task.family``: sudoku, countdown, math,
   code), the reference scripts' per-task settings; ``task_defaults(task)`` returns the ones that apply.
   They are defaults: anything the user sets wins, and the run records where each value came from.

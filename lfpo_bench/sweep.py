@@ -116,7 +116,7 @@ def method_variants(section, method: str, where: str) -> list[dict]:
 
 def expand(spec: dict, where: str = "sweep") -> list[Cell]:
     """Cells of a sweep spec, validated: unknown keys, methods, tasks and config fields are errors."""
-    from .config import build
+    from .config import build, flatten
     from .registry import METHODS, TASKS
     from .trainer import TrainConfig
 
@@ -146,9 +146,12 @@ def expand(spec: dict, where: str = "sweep") -> list[Cell]:
     train = spec.get("train") or {}
     if not isinstance(train, dict):
         raise UserError(f"{where}: 'train' must be a mapping of TrainConfig fields to values, got {train!r}")
-    for m, over in by_method.items():
+    train = flatten(TrainConfig, train, "train.")  # rollout: {steps: [4, 8]} -> rollout.steps: [4, 8]
+    for m, over in list(by_method.items()):
         if not isinstance(over, dict):
             raise UserError(f"{where}: train_by_method.{m} must be a mapping of TrainConfig fields to values, got {over!r}")
+        by_method = {**by_method, m: flatten(TrainConfig, over, f"train_by_method.{m}.")}
+        over = by_method[m]
         for k in set(over) & set(train):
             if _list(over[k]) != _list(train[k]):
                 raise UserError(f"{where}: train.{k} is given twice with different values: {train[k]!r} by train: and "

@@ -97,7 +97,7 @@ def resolve(a: RunArgs) -> ResolvedRun:
 
     method = method_cls(build(method_cls.Config, mvals, "method."))
     family, profile_train = train_defaults(model)
-    shape = {"rollout_steps": task.rollout_steps} if getattr(task, "rollout_steps", None) else {}
+    shape = {"rollout.steps": task.rollout_steps} if getattr(task, "rollout_steps", None) else {}
     tvals, tsrc = merge_layers(TrainConfig, [
         (f"the {family} model profile", profile_train, True),
         (f"task {task.name}'s rollout steps", shape, True),
@@ -149,12 +149,12 @@ def preflight(a: RunArgs, r: ResolvedRun):
     a.decoding.expand(task)  # the evaluation settings, checked before any model work
     train_task = make_task(task.train_task, _folder_only(a.data)) if task.train_task else task
     if r.method.trains and r.train.updates > 0:
-        L, blk, steps = r.train.rollout_shape().resolve(train_task)
+        L, blk, steps = r.train.rollout.resolve(train_task)
         try:
             Decoding(L, steps, blk)
         except ValueError as e:
-            raise UserError(f"rollout decoding (train.rollout_steps={steps}, train.rollout_gen_length={L}, "
-                            f"train.rollout_block_length={blk}): {e}") from None
+            raise UserError(f"rollout decoding (train.rollout.steps={steps}, train.rollout.gen_length={L}, "
+                            f"train.rollout.block_length={blk}): {e}") from None
         for split in (train_task.train_split, train_task.val_split):
             if not train_task.load(split):
                 raise UserError(f"task {train_task.name!r} has no examples in split {split!r}")

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from .decoding import Decoding, RolloutShape, check_rule
+from .decoding import Decoding, RolloutConfig
 from .distributed import Dist
 from .evaluate import evaluate
 from .fast_rollout import fast_rollout
@@ -60,16 +60,7 @@ class TrainConfig:
     lr_schedule: str = "constant"  # "constant" | "cosine"
     warmup: int = 0  # linear warmup in optimiser steps
     micro_batch: int = 64  # rows per forward/backward pass
-    rollout_steps: int | None = None  # denoising steps of rollouts (None: task default)
-    rollout_gen_length: int | None = None  # generated length of rollouts (None: task default)
-    rollout_block_length: int | None = None  # block length of rollouts (None: task default)
-    rollout_batch: int = 256  # rows per generate call
-    rollout_lora: str = "merge"  # LoRA in rollouts: "merge" (folded into the base weights, restored exactly) | "bf16" | "plain"
-    rollout_tf32: bool = False  # TF32 float32 matmuls in rollouts (CUDA)
-    rollout_use_cache: bool = False  # prefix KV cache in rollouts (native LLaDA; approximate)
-    rollout_decoding: str = "shared"  # "shared": every method rolls out with the two below; "method": each method's own preference
-    rollout_temperature: float = 0.9  # rollout temperature of every method under rollout_decoding=shared
-    rollout_remasking: str = "low_confidence"  # rollout remasking of every method under rollout_decoding=shared
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # train.rollout.FIELD: shape, rule, speed switches
     val_every: int = 20  # validate every N updates (0: only at start and end)
     val_limit: int | None = 200  # validation problems (None: all)
     val_steps: int | None = None  # greedy validation steps (None: rollout steps)
@@ -88,20 +79,12 @@ class TrainConfig:
             raise ValueError(f"train.select must be 'best_val' or 'last', got {self.select!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"train.lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        from .fast_rollout import MODES
-
-        if self.rollout_lora not in MODES:
-            raise ValueError(f"train.rollout_lora must be one of {', '.join(MODES)}, got {self.rollout_lora!r}")
         if self.eval_policy not in ("current", "old"):
             raise ValueError(f"train.eval_policy must be 'current' or 'old', got {self.eval_policy!r}")
-        if self.rollout_decoding not in ("method", "shared"):
-            raise ValueError(f"train.rollout_decoding must be 'method' or 'shared', got {self.rollout_decoding!r}")
-        check_rule(self.rollout_temperature, self.rollout_remasking, None, None, None)
         if self.group_size < 2:
             raise ValueError("train.group_size must be >= 2: advantages are relative to the group")
-        at_least = {"updates": 0, "prompts_per_update": 1, "micro_batch": 1, "rollout_batch": 1, "warmup": 0, "val_every": 0,
-                    "checkpoint_every": 0, "rollout_steps": 1, "rollout_gen_length": 1, "rollout_block_length": 1,
-                    "val_limit": 1, "val_steps": 1, "lora_r": 0}
+        at_least = {"updates": 0, "prompts_per_update": 1, "micro_batch": 1, "warmup": 0, "val_every": 0,
+                    "checkpoint_every": 0, "val_limit": 1, "val_steps": 1, "lora_r": 0}
         for name, lo in at_least.items():
             v = getattr(self, name)
             if v is not None and v < lo:
@@ -113,27 +96,10 @@ class TrainConfig:
             raise ValueError("train.lora_dropout must be in [0, 1), weight_decay >= 0 and adam_beta2 in (0, 1)")
 
 
-    def rollout_shape(self) -> RolloutShape:
-        """(L, block, steps) of rollouts and validation; ``.resolve(task)`` fills in the task's."""
-        return RolloutShape(self.rollout_gen_length, self.rollout_block_length, self.rollout_steps)
-
-    def rollout_decoding_for(self, task, method) -> Decoding:
-        """The sampler setting of this config's rollouts of ``method`` on ``task``."""
-        L, blk, steps = self.rollout_shape().resolve(task)
-        temp, remasking = rollout_rule(self, method)
-        return Decoding(L, steps, blk, temperature=temp, remasking=remasking, use_cache=self.rollout_use_cache)
-
     def validation_decoding(self, task) -> Decoding:
         """Greedy validation at ``val_steps`` (default: the rollout steps) on the rollout shape."""
-        L, blk, steps = self.rollout_shape().resolve(task)
+        L, blk, steps = self.rollout.resolve(task)
         return Decoding(L, self.val_steps or steps, blk)
-
-
-def rollout_rule(cfg: TrainConfig, method) -> tuple[float, str]:
-    """(temperature, remasking) of the rollouts: the shared rule, or the method's own preference."""
-    if cfg.rollout_decoding == "shared":
-        return cfg.rollout_temperature, cfg.rollout_remasking
-    return method.temperature, method.remasking
 
 
 def _seed(*parts: int) -> int:
@@ -244,16 +210,16 @@ def rollout(lm, task, examples, method, cfg: TrainConfig, bank: PolicyBank, upda
             lockstep=None):
     """G completions per example, scored. Returns (RolloutBatch without advantages, texts, seconds)."""
     G = cfg.group_size
-    dec = cfg.rollout_decoding_for(task, method)
+    dec = cfg.rollout.decoding_for(task, method)
     style = lm.profile.prompt_style
     ids, am = lm.encode_prompts([task.prompt(e, style) for e in examples], dec.gen_length)
     ids, am = ids.repeat_interleave(G, 0).to(lm.device), am.repeat_interleave(G, 0).to(lm.device)
-    per_call = max(G, cfg.rollout_batch // G * G)
+    per_call = max(G, cfg.rollout.batch // G * G)
     outs = []
     t0 = time.perf_counter()
     was_training = lm.module.training
     lm.eval()  # sample from the policy itself: no (LoRA) dropout in rollouts, which also halves their cost
-    with torch.no_grad(), bank.use(method.rollout_policy), fast_rollout(lm, cfg, sharded=lockstep is not None):
+    with torch.no_grad(), bank.use(method.rollout_policy), fast_rollout(lm, cfg.rollout, sharded=lockstep is not None):
         for s in range(0, ids.shape[0], per_call):
             gens = [torch.Generator(device=lm.device).manual_seed(_seed(cfg.seed, update, 104729, p))
                     for p in prompt_ids_global[s // G : (s + per_call) // G]]
@@ -278,7 +244,7 @@ def reference_batch(lm, task, examples, cfg: TrainConfig) -> RolloutBatch:
     """Prompts with the task's reference completions (for methods that train without rollouts)."""
     from .likelihood import sft_batch
 
-    L, _, _ = cfg.rollout_shape().resolve(task)
+    L, _, _ = cfg.rollout.resolve(task)
     pid, pmask, ans = sft_batch(lm, task, examples, L)
     n = len(examples)
     return RolloutBatch(
@@ -335,11 +301,11 @@ class Trainer:
         self.trackers = trackers or []
         if not any(p.requires_grad for p in lm.module.parameters()):
             raise UserError("the model has no trainable parameters")
-        method.check_rollout(cfg.rollout_decoding_for(task, method))
+        method.check_rollout(cfg.rollout.decoding_for(task, method))
         if cfg.eval_policy == "old" and not method.uses_old:
             raise UserError(f"train.eval_policy=old: method {method.name!r} keeps no old/EMA policy; use eval_policy=current")
-        if cfg.rollout_use_cache and not getattr(lm, "supports_cache", False):
-            raise UserError(f"train.rollout_use_cache: model {lm.name!r} has no prefix KV cache (native LLaDA only); drop it")
+        if cfg.rollout.use_cache and not getattr(lm, "supports_cache", False):
+            raise UserError(f"train.rollout.use_cache: model {lm.name!r} has no prefix KV cache (native LLaDA only); drop it")
         # sharding engines replace the parameters (FSDP: DTensor shards): the optimiser and the bank take them afterwards
         self.opt = self.dist.setup(lm, lambda params: torch.optim.AdamW(
             params, lr=cfg.lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay), cfg.grad_clip)
@@ -416,7 +382,7 @@ class Trainer:
         dec = cfg.validation_decoding(task)
         with self.evaluated():
             rows = evaluate(self.lm, task, [dec], split=task.val_split, seed=cfg.seed, limit=cfg.val_limit,
-                            show_progress=False, batch_size=max(64, cfg.rollout_batch), dist=self.dist)
+                            show_progress=False, batch_size=max(64, cfg.rollout.batch), dist=self.dist)
         self.lm.train()
         return rows[0].accuracy
 

@@ -6,7 +6,7 @@ A tune file (YAML) is a sweep file (``sweep.py``) plus two sections:
     name: fair-sudoku4
     methods: [lfpo, diffu_grpo, wd1, spg]
     tasks: [sudoku4]
-    train: {updates: 20, rollout_decoding: shared}    # shared by every trial and every final run
+    train: {updates: 20, rollout: {decoding: shared}}    # shared by every trial and every final run
     tune:
       trials: 4                   # every method gets exactly this many trials (one seed each)
       seed: 0
@@ -138,10 +138,12 @@ def tune_spec(spec: dict, trials: dict, where: str) -> list[dict]:
     if len(vals) != 1:
         raise UserError(f"{where}: the tasks name their validation splits differently ({sorted(vals)}); tune one task "
                         "family per file")
-    train, tune = spec.get("train") or {}, spec.get("tune") or {}
-    from .decoding import RolloutShape
+    from .config import flatten
+    from .decoding import RolloutConfig
+    from .trainer import TrainConfig
 
-    steps = tune.get("steps") or [RolloutShape(steps=train.get("rollout_steps")).resolve(tasks[0])[2]]
+    train, tune = flatten(TrainConfig, spec.get("train"), "train."), spec.get("tune") or {}
+    steps = tune.get("steps") or [RolloutConfig(steps=train.get("rollout.steps")).resolve(tasks[0])[2]]
     seed = int(tune.get("seed", 0))
     specs = []
     n = max(len(p) for p in trials.values())

@@ -98,6 +98,7 @@ def test_padding_defaults_follow_each_reference():
 
 def test_trace_rl_never_silently_replays_one_merged_step(tmp_path):
     from lfpo_bench.config import make_task
+    from lfpo_bench.decoding import RolloutConfig
     from lfpo_bench.models.loader import new_tiny
     from lfpo_bench.trainer import TrainConfig, Trainer
     from lfpo_bench.types import UserError
@@ -112,8 +113,8 @@ def test_trace_rl_never_silently_replays_one_merged_step(tmp_path):
     task = make_task("sudoku4")
     for shrink, steps in ((8, 8), (5, 4), (16, 8)):
         with pytest.raises(UserError, match=r"shrink=\d+ merges all \d+ rollout steps.*--set shrink="):
-            Trainer(lm, task, cls(cls.Config(shrink=shrink)), TrainConfig(updates=1, rollout_steps=steps), tmp_path / f"{shrink}-{steps}",
+            Trainer(lm, task, cls(cls.Config(shrink=shrink)), TrainConfig(updates=1, rollout=RolloutConfig(steps=steps)), tmp_path / f"{shrink}-{steps}",
                     show_progress=False)
-    Trainer(lm, task, cls(cls.Config(shrink=2)), TrainConfig(updates=1, rollout_steps=8), tmp_path / "ok", show_progress=False)
+    Trainer(lm, task, cls(cls.Config(shrink=2)), TrainConfig(updates=1, rollout=RolloutConfig(steps=8)), tmp_path / "ok", show_progress=False)
     with pytest.raises(ValueError, match="shrink"):
         cls.Config(shrink=0)

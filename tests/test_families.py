@@ -115,7 +115,7 @@ def test_a_saved_tiny_llada_checkpoint_runs_through_lfpo_run_with_lora(tmp_path)
     cmd = [sys.executable, "-m", "lfpo_bench.cli", "run", "--model", str(ckpt), "--method", "lfpo", "--task", "sudoku4",
            "--updates", "2", "--steps", "4", "--limit", "8", "--out-dir", str(tmp_path / "runs"), "--run-id", "r",
            "--set", "train.val_limit=4", "--set", "train.prompts_per_update=2", "--set", "train.group_size=2",
-           "--set", "train.lora_r=8", "--set", "train.rollout_steps=4", "--set", "train.select=last"]
+           "--set", "train.lora_r=8", "--set", "train.rollout.steps=4", "--set", "train.select=last"]
     p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "LFPO_BENCH_PROGRESS": "0"}, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     out = tmp_path / "runs" / "r" / "checkpoint"

@@ -6,7 +6,7 @@ import tempfile
 import pytest
 import torch
 
-from lfpo_bench.decoding import Decoding
+from lfpo_bench.decoding import Decoding, RolloutConfig
 from lfpo_bench.fast_rollout import fast_rollout, lora_layers, merged_adapters
 from lfpo_bench.models.loader import load_model
 from lfpo_bench.sampler import generate
@@ -71,8 +71,8 @@ def test_training_is_unchanged_by_the_fast_rollout_switch(mode):
     results = {}
     for m in ("plain", mode):
         lm = lora_llada()
-        cfg = TrainConfig(updates=2, prompts_per_update=2, group_size=4, micro_batch=8, rollout_steps=4, val_every=0, val_limit=4,
-                          lora_r=8, lora_alpha=16, lora_dropout=0.0, rollout_lora=m, checkpoint_every=0)
+        cfg = TrainConfig(updates=2, prompts_per_update=2, group_size=4, micro_batch=8, val_every=0, val_limit=4,
+                          lora_r=8, lora_alpha=16, lora_dropout=0.0, rollout=RolloutConfig(steps=4, lora=m), checkpoint_every=0)
         lfpo = METHODS.get("lfpo")
         with tempfile.TemporaryDirectory() as d:
             tr = Trainer(lm, task, lfpo(lfpo.Config()), cfg, d, show_progress=False,
@@ -85,20 +85,20 @@ def test_training_is_unchanged_by_the_fast_rollout_switch(mode):
 
 
 def test_switches_are_checked():
-    with pytest.raises(ValueError, match="rollout_lora"):
-        TrainConfig(rollout_lora="fused")
+    with pytest.raises(ValueError, match="rollout.lora"):
+        RolloutConfig(lora="fused")
     lm = load_model("tiny-random")
     from lfpo_bench.config import make_task
     from lfpo_bench.registry import METHODS
     from lfpo_bench.types import UserError
 
-    with pytest.raises(UserError, match="rollout_use_cache"), tempfile.TemporaryDirectory() as d:
-        Trainer(lm, make_task("sudoku4"), METHODS.get("lfpo")(METHODS.get("lfpo").Config()), TrainConfig(rollout_use_cache=True), d,
+    with pytest.raises(UserError, match="rollout.use_cache"), tempfile.TemporaryDirectory() as d:
+        Trainer(lm, make_task("sudoku4"), METHODS.get("lfpo")(METHODS.get("lfpo").Config()), TrainConfig(rollout=RolloutConfig(use_cache=True)), d,
                 show_progress=False)
     ids, am = lm.encode_prompts(["1 2", "3"], 8)
     plain = generate(lm, ids, am, Decoding(gen_length=8, steps=4, temperature=1.0), generator=torch.Generator().manual_seed(1))
     for mode in ("merge", "bf16"):  # the tiny model is fully fine-tuned (no LoRA): every switch leaves it as it is
-        with fast_rollout(lm, TrainConfig(rollout_lora=mode, rollout_tf32=True)):
+        with fast_rollout(lm, RolloutConfig(lora=mode, tf32=True)):
             fast = generate(lm, ids, am, Decoding(gen_length=8, steps=4, temperature=1.0), generator=torch.Generator().manual_seed(1))
         assert torch.equal(fast.completion, plain.completion)
 

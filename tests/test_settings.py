@@ -204,7 +204,7 @@ def test_training_defaults_come_from_the_model_profile_not_the_task():
     llada = resolve(RunArgs(method="lfpo", task="gsm8k", model="GSAI-ML/LLaDA-8B-Instruct"))
     assert tiny.train.lr == 1e-4 and tiny.train.group_size == 8
     assert llada.train.lr == 3e-6 and llada.train.group_size == 6
-    assert resolve(RunArgs(method="lfpo", task="sudoku4")).train.rollout_steps == 8  # the task's rollout shape
+    assert resolve(RunArgs(method="lfpo", task="sudoku4")).train.rollout.steps == 8  # the task's rollout shape
 
 
 SOURCES = {
@@ -283,4 +283,73 @@ def test_booleans_parse_strictly(value):
     from lfpo_bench.trainer import TrainConfig
 
     with pytest.raises(UserError, match="true or false"):
-        build(TrainConfig, {"rollout_tf32": yaml.safe_load(value)}, "train.")
+        build(TrainConfig, {"rollout": {"tf32": yaml.safe_load(value)}}, "train.")
+
+
+# Every spelling of a nested config's key reaches the same field; each mistake is a UserError naming the key.
+NESTED_SPELLINGS = [
+    {"sets": ["train.rollout.steps=4"]},
+    {"sets": ["rollout.steps=4"]},  # the section is implied: only train nests rollout
+    {"config": {"train": {"rollout": {"steps": 4}}}},
+    {"config": {"train": {"rollout.steps": 4}}},
+    {"train_values": {"rollout": {"steps": 4}}},
+    {"train_values": {"rollout.steps": 4}},
+]
+
+
+@pytest.mark.parametrize("given", NESTED_SPELLINGS)
+def test_a_nested_rollout_key_in_every_spelling_reaches_the_field(given, tmp_path):
+    from lfpo_bench.train_job import RunArgs, resolve
+
+    kw = dict(given)
+    if "config" in kw:
+        p = tmp_path / "c.yaml"
+        p.write_text(json.dumps(kw.pop("config")))
+        kw["config"] = str(p)
+    r = resolve(RunArgs(method="lfpo", task="sudoku4", **kw))
+    assert r.train.rollout.steps == 4 and r.train.rollout.batch == 256  # the rest keep their defaults
+    assert r.sources["train.rollout.steps"] != "task sudoku4's rollout steps"
+    assert r.config["train"]["rollout"]["steps"] == 4  # the recorded config nests it too
+
+
+@pytest.mark.parametrize("sets,needle", [
+    (["train.rollout_steps=4"], "train.rollout.steps"),  # the flat spelling of before names its new key
+    (["train.rollout_decoding=method"], "train.rollout.decoding"),
+    (["train.rollout.stepz=4"], "rollout.steps"),  # did you mean
+    (["train.rollout.steps=0"], "rollout.steps"),
+    (["train.rollout.steps=four"], "rollout.steps"),
+    (["train.rollout.lora=fused"], "rollout.lora"),
+    (["train.rollout.temperature=-1"], "temperature"),
+    (["train.rollout=4"], "rollout"),  # a nested config is not a scalar
+])
+def test_nested_key_mistakes_name_the_key(sets, needle):
+    from lfpo_bench.train_job import RunArgs, resolve
+
+    with pytest.raises(UserError) as e:
+        resolve(RunArgs(method="lfpo", task="sudoku4", sets=sets))
+    assert needle in str(e.value)
+
+
+def test_a_nested_key_given_twice_differently_is_an_error_and_a_profile_default_gives_way(tmp_path):
+    from lfpo_bench.train_job import RunArgs, resolve
+
+    p = tmp_path / "c.yaml"
+    p.write_text(json.dumps({"train": {"rollout": {"steps": 8}}}))
+    with pytest.raises(UserError, match="given twice"):
+        resolve(RunArgs(method="lfpo", task="sudoku4", config=str(p), sets=["rollout.steps=4"]))
+    llada = resolve(RunArgs(method="lfpo", task="gsm8k", model="GSAI-ML/LLaDA-8B-Instruct", sets=["rollout.batch=12"]))
+    assert llada.train.rollout.batch == 12 and llada.sources["train.rollout.batch"] == "--set"
+    assert resolve(RunArgs(method="lfpo", task="gsm8k", model="GSAI-ML/LLaDA-8B-Instruct")).train.rollout.batch == 48
+
+
+def test_a_sweep_expands_lists_inside_a_nested_config_and_keys_cells_by_them():
+    from lfpo_bench.sweep import expand
+
+    cells = expand({"methods": ["lfpo"], "tasks": ["sudoku4"], "train": {"rollout": {"steps": [4, 8], "decoding": "method"}}})
+    assert sorted(c.train_cfg["rollout.steps"] for c in cells) == [4, 8]
+    assert all(c.train_cfg["rollout.decoding"] == "method" for c in cells) and len({c.id for c in cells}) == 2
+    # the nested and the dotted spelling are one cell
+    dotted = expand({"methods": ["lfpo"], "tasks": ["sudoku4"], "train": {"rollout.steps": [4, 8], "rollout.decoding": "method"}})
+    assert {c.id for c in dotted} == {c.id for c in cells}
+    with pytest.raises(UserError, match="rollout.steps"):
+        expand({"methods": ["lfpo"], "tasks": ["sudoku4"], "train": {"rollout_steps": 4}})

@@ -6,13 +6,14 @@ import dataclasses
 import pytest
 import torch
 
+from lfpo_bench.decoding import RolloutConfig
 from lfpo_bench.models.loader import new_tiny
 from lfpo_bench.policies import PolicyBank
 from lfpo_bench.registry import METHODS, TASKS
 from lfpo_bench.trainer import TrainConfig, Trainer
 
 SMALL = dict(updates=4, prompts_per_update=2, group_size=4, micro_batch=4, val_limit=8, val_every=2, checkpoint_every=2,
-             rollout_steps=4, lr=1e-3)
+             rollout=RolloutConfig(steps=4), lr=1e-3)
 
 
 def fresh():

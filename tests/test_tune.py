@@ -99,17 +99,18 @@ def test_tune_runs_both_phases_and_resumes(tmp_path, monkeypatch):
 
 
 def test_shared_rollout_decoding_overrides_each_methods_preference(monkeypatch):
+    from lfpo_bench.decoding import RolloutConfig
     from lfpo_bench.registry import METHODS
-    from lfpo_bench.trainer import TrainConfig, rollout_rule
+    from lfpo_bench.trainer import TrainConfig
 
     lfpo = METHODS.get("lfpo")(METHODS.get("lfpo").Config())
     # the default is the shared rule (evaluation's remasking, sampled at 0.9), not LFPO's random remasking at T=1
-    assert rollout_rule(TrainConfig(), lfpo) == (0.9, "low_confidence") != (lfpo.cfg.temperature, lfpo.cfg.remasking)
-    assert rollout_rule(TrainConfig(rollout_decoding="method"), lfpo) == (lfpo.cfg.temperature, lfpo.cfg.remasking)
-    shared = TrainConfig(rollout_decoding="shared", rollout_temperature=0.7, rollout_remasking="low_confidence")
-    assert rollout_rule(shared, lfpo) == (0.7, "low_confidence")
-    with pytest.raises(ValueError, match="rollout_decoding"):
-        TrainConfig(rollout_decoding="mine")
+    assert TrainConfig().rollout.rule(lfpo) == (0.9, "low_confidence") != (lfpo.cfg.temperature, lfpo.cfg.remasking)
+    assert RolloutConfig(decoding="method").rule(lfpo) == (lfpo.cfg.temperature, lfpo.cfg.remasking)
+    shared = RolloutConfig(decoding="shared", temperature=0.7, remasking="low_confidence")
+    assert shared.rule(lfpo) == (0.7, "low_confidence")
+    with pytest.raises(ValueError, match="rollout.decoding"):
+        RolloutConfig(decoding="mine")
 
 
 def test_grid_edges_and_their_extension():

@@ -17,7 +17,7 @@ from pathlib import Path
 TINY = {"updates": 60, "prompts_per_update": 16, "group_size": 8, "lr": 1e-4, "val_every": 10, "val_limit": 200,
         "checkpoint_every": 10}
 LLADA = {"group_size": 6, "lr": 3e-6, "weight_decay": 0.1, "grad_clip": 0.2, "prompts_per_update": 8, "micro_batch": 6,
-         "rollout_batch": 48, "updates": 200, "val_every": 50, "val_limit": 100, "checkpoint_every": 25}
+         "rollout.batch": 48, "updates": 200, "val_every": 50, "val_limit": 100, "checkpoint_every": 25}
 TRAIN_DEFAULTS: dict[str, dict] = {"tiny": TINY, "llada": LLADA, "dream": LLADA, "diffucoder": LLADA}
 
 
