@@ -272,18 +272,37 @@ def print_before_after(before, after, title: str, last=()) -> None:
     console.print(t)
 
 
+LAUNCHER_HELP = "where cells run: inline (here, one by one) | local (--jobs worker processes) | slurm (a job per cell)"
+
+
 @app.command()
 def sweep(
-    config: str = typer.Option(..., "--config", help="sweep YAML (see docs/sweeps.md)"),
+    action: Optional[str] = typer.Argument(None, help="'status' to show a sweep folder's cells (lfpo-bench sweep status DIR)"),
+    folder: Optional[str] = typer.Argument(None, help="with status: the sweep folder"),
+    config: Optional[str] = typer.Option(None, "--config", help="sweep YAML (see docs/sweeps.md)"),
     out: Optional[str] = typer.Option(None, help="sweep folder (default: results/sweeps/<name>)"),
-    retry_failed: bool = typer.Option(False, help="rerun cells recorded as failed"),
+    retry_failed: bool = typer.Option(False, help="rerun (resubmit) cells recorded as failed"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     report_to: str = typer.Option("none", help="experiment trackers for every cell: none | tensorboard | wandb"),
+    launcher: Optional[str] = typer.Option(None, help=LAUNCHER_HELP + " (default: the file's launcher:, else inline)"),
+    jobs: Optional[int] = typer.Option(None, help="--launcher local: worker processes at once; slurm: array parallelism"),
 ) -> None:
     """Run every cell of a sweep (methods x tasks x models x seeds x config values), resumably."""
+    if action is not None:
+        if action != "status":
+            raise UserError(f"sweep takes --config FILE, or 'status DIR'; got {action!r}")
+        if not folder:
+            raise UserError("sweep status needs the sweep folder: lfpo-bench sweep status results/sweeps/NAME")
+        from .launch import status_table
+
+        console.print(status_table(folder), markup=False, highlight=False)
+        return
+    if not config:
+        raise UserError("sweep needs --config FILE (a sweep YAML or a preset name), or 'status DIR'")
     from .sweep import sweep as work
 
-    out_dir, cells, state = work(config, out=out, device=device, retry_failed=retry_failed, report_to=report_to)
+    out_dir, cells, state = work(config, out=out, device=device, retry_failed=retry_failed, report_to=report_to,
+                                 launcher=launcher, jobs=jobs)
     console.print(f"{len(state.done)}/{len(cells)} cells done, {len(state.failed)} failed; rows in {out_dir / 'rows.jsonl'}")
     for cid, e in state.failed.items():
         err.print(f"[red]failed[/red] {cid}: {e}")
@@ -296,11 +315,13 @@ def tune(
     config: str = typer.Option(..., "--config", help="tune YAML: a sweep file plus tune: and final: sections (see docs/sweeps.md)"),
     out: Optional[str] = typer.Option(None, help="output folder (default: results/tune/<name>)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    launcher: Optional[str] = typer.Option(None, help=LAUNCHER_HELP + " (default: the file's launcher:, else inline)"),
+    jobs: Optional[int] = typer.Option(None, help="--launcher local: worker processes at once; slurm: array parallelism"),
 ) -> None:
     """Equal tuning budget per method (selection on validation), then the chosen configs over seeds on test."""
     from .tune import tune as work
 
-    out_dir, chosen, recs = work(config, out=out, device=device)
+    out_dir, chosen, recs = work(config, out=out, device=device, launcher=launcher, jobs=jobs)
     console.print((out_dir / "tuning.md").read_text(), markup=False, highlight=False)
     for m, c in chosen.items():
         cfg = {**{f"train.{k}": v for k, v in c["tuned_train"].items()}, **{f"method.{k}": v for k, v in c["method_cfg"].items()}}

@@ -62,7 +62,7 @@ from .timing import TimingConfig
 from .types import UserError
 
 log = logging.getLogger(__name__)
-TOP_KEYS = {"name", "methods", "tasks", "models", "seeds", "train", "method", "eval", "data", "timing", "train_by_method"}
+TOP_KEYS = {"name", "methods", "tasks", "models", "seeds", "train", "method", "eval", "data", "timing", "train_by_method", "launcher"}
 STAGE_KEYS = {"limit", "batch_size", "split"}  # how the evaluation stage runs (EvalOptions)
 EVAL_KEYS = set(DecodingSpec.names()) | STAGE_KEYS  # the decoding settings are DecodingSpec's fields
 PRESETS = Path(__file__).parent / "presets"
@@ -189,17 +189,26 @@ def expand(spec: dict, where: str = "sweep") -> list[Cell]:
 class SweepState:
     done: set[str]
     failed: dict[str, str]
+    submitted: dict[str, dict] = field(default_factory=dict)  # cell -> its job (job_id, folder): queued or running
+    last: dict[str, dict] = field(default_factory=dict)  # cell -> its latest cells.jsonl record
 
 
 def read_state(out: Path) -> SweepState:
-    done, failed = set(), {}
+    st = SweepState(set(), {})
     for rec in read_rows(out / "cells.jsonl"):
+        cid = rec["cell"]
+        st.last[cid] = rec
         if rec["status"] == "done":
-            done.add(rec["cell"])
-            failed.pop(rec["cell"], None)
+            st.done.add(cid)
+            st.failed.pop(cid, None)
+            st.submitted.pop(cid, None)
         elif rec["status"] == "failed":
-            failed[rec["cell"]] = rec.get("error", "")
-    return SweepState(done, failed)
+            st.failed[cid] = rec.get("error", "")
+            st.submitted.pop(cid, None)
+        elif rec["status"] == "submitted":
+            st.submitted[cid] = rec
+            st.failed.pop(cid, None)
+    return st
 
 
 def reconcile(out: Path, done: set[str]) -> int:
@@ -259,8 +268,11 @@ def run_cell(cell: Cell, out: Path, device: str, show_progress: bool, report_to:
 
 
 def sweep(spec_path: str, out: str | None = None, device: str = "auto", retry_failed: bool = False,
-          show_progress: bool = True, only: int | None = None, report_to: str = "none") -> tuple[Path, list[Cell], SweepState]:
-    """Run every cell of ``spec_path`` not yet done. ``only``: stop after that many new cells (testing)."""
+          show_progress: bool = True, only: int | None = None, report_to: str = "none", launcher: str | None = None,
+          jobs: int | None = None) -> tuple[Path, list[Cell], SweepState]:
+    """Run every cell of ``spec_path`` not yet done. ``only``: stop after that many new cells (testing, inline
+    only). ``launcher``/``jobs``: where cells run (``launch.py``; over the file's ``launcher:`` section)."""
+    from .launch import launcher_config
     from .trackers import check_report_to
 
     check_report_to(report_to)
@@ -268,6 +280,9 @@ def sweep(spec_path: str, out: str | None = None, device: str = "auto", retry_fa
         spec_path = str(PRESETS / f"{spec_path}.yaml")  # a shipped preset by name (d1, llada)
     spec = load_file(spec_path)
     cells = expand(spec, spec_path)
+    lc = launcher_config(spec, launcher, jobs, spec_path)
+    if lc.kind != "inline" and only is not None:
+        raise UserError("only= stops an inline sweep after N cells; it has no meaning for a launcher")
     name = str(spec.get("name") or Path(spec_path).stem)
     out_dir = Path(out or Path("results") / "sweeps" / name)
     from .outputs import Lock, claim_folder, on_interrupt, rerun_command
@@ -275,10 +290,10 @@ def sweep(spec_path: str, out: str | None = None, device: str = "auto", retry_fa
     claim_folder(out_dir, "sweep", "--out", name=name)  # new, or this sweep's own folder: never another's or a user's
     with Lock(out_dir, "sweep"):
         on_interrupt(f"finished cells are kept in {out_dir} (cells.jsonl); resume with: {rerun_command()}")
-        return _sweep_in(spec, spec_path, cells, out_dir, device, retry_failed, show_progress, only, report_to)
+        return _sweep_in(spec, spec_path, cells, out_dir, device, retry_failed, show_progress, only, report_to, lc)
 
 
-def _sweep_in(spec, spec_path, cells, out_dir: Path, device, retry_failed, show_progress, only, report_to):
+def _sweep_in(spec, spec_path, cells, out_dir: Path, device, retry_failed, show_progress, only, report_to, lc):
     from .config import resolve_device
     from .progress import progress_bar
 
@@ -293,6 +308,15 @@ def _sweep_in(spec, spec_path, cells, out_dir: Path, device, retry_failed, show_
     if skipped_failed:
         log.warning("%d failed cell(s) skipped; pass --retry-failed to rerun them", len(skipped_failed))
     ran = 0
+    if lc.kind == "inline" and state.submitted:  # jobs of an earlier launcher run: wait for them, never run a cell twice
+        from .launch import LauncherConfig, supervise
+
+        kind = next(iter(state.submitted.values())).get("launcher", "local")
+        log.warning("%d cell(s) were submitted by an earlier --launcher %s run; waiting for them", len(state.submitted), kind)
+        supervise(cells, [], out_dir, LauncherConfig(kind=kind), state, device, report_to, show_progress)
+        todo = [c for c in todo if c.id not in state.done and c.id not in state.failed]
+    if lc.kind != "inline":
+        return _launched(spec, spec_path, cells, todo, out_dir, device, show_progress, report_to, lc, state)
     with progress_bar(f"sweep {out_dir.name}", total=len(cells), enabled=show_progress) as bar:
         bar.advance(len(cells) - len(todo))
         for cell in todo:
@@ -318,6 +342,28 @@ def _sweep_in(spec, spec_path, cells, out_dir: Path, device, retry_failed, show_
             bar.advance(1, cell=cell.label())
     if only is None or ran < only:
         time_cells(out_dir, cells, state, timing_config(spec, spec_path), device, show_progress)
+    return out_dir, cells, state
+
+
+def _launched(spec, spec_path, cells, todo, out_dir: Path, device, show_progress, report_to, lc, state):
+    """Cells through a launcher (``launch.supervise``), then the timing pass: in this process after local
+    workers, as ONE job after SLURM cells (one node times every cell in one schedule, so latencies compare)."""
+    from .launch import make_executor, supervise, timing_job
+    from .progress import progress_bar
+
+    with progress_bar(f"sweep {out_dir.name} ({lc.kind})", total=len(cells), enabled=show_progress) as bar:
+        bar.advance(len(cells) - len(todo))
+        supervise(cells, todo, out_dir, lc, state, device, report_to, show_progress, bar=bar)
+    tcfg = timing_config(spec, spec_path)
+    if tcfg.reps == 0 or not state.done:
+        return out_dir, cells, state
+    if lc.kind == "slurm":
+        ex = make_executor(lc, out_dir / "jobs" / f"timing-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}", f"lfpo-{out_dir.name}-timing")
+        job = ex.submit(timing_job, str(out_dir / "sweep.yaml"), str(out_dir), "auto")
+        log.info("timing pass submitted as job %s", job.job_id)
+        job.result()
+    else:
+        time_cells(out_dir, cells, state, tcfg, device, show_progress)
     return out_dir, cells, state
 
 

@@ -304,8 +304,10 @@ def final_spec(spec: dict, chosen: dict) -> dict:
     return {k: v for k, v in s.items() if v or k == "eval"}
 
 
-def tune(path: str, out: str | None = None, device: str = "auto", show_progress: bool = True) -> tuple[Path, dict, list[dict]]:
-    """Run both phases (resumably); returns (out folder, chosen per method, trial records)."""
+def tune(path: str, out: str | None = None, device: str = "auto", show_progress: bool = True, launcher: str | None = None,
+         jobs: int | None = None) -> tuple[Path, dict, list[dict]]:
+    """Run both phases (resumably); returns (out folder, chosen per method, trial records). ``launcher``/``jobs``:
+    where every trial's and the final phase's cells run (see ``launch.py``), over the file's ``launcher:``."""
     from .sweep import PRESETS
 
     if not Path(path).exists() and (PRESETS / f"{path}.yaml").exists():
@@ -318,15 +320,19 @@ def tune(path: str, out: str | None = None, device: str = "auto", show_progress:
     specs = tune_spec(spec, trials, where)
     for s in specs:
         expand(s, where)  # every trial and its settings are checked before any of them runs
+    from .launch import launcher_config
     from .outputs import Lock, claim_folder, on_interrupt, rerun_command
+
+    launcher_config(spec, launcher, jobs, where)  # checked before any trial runs
+    launch = {"launcher": launcher, "jobs": jobs}
 
     claim_folder(out_dir, "tune", "--out", name=name)
     with Lock(out_dir, "tune"):
         on_interrupt(f"finished trials are kept in {out_dir}; resume with: {rerun_command()}")
-        return _tune_in(spec, path, where, trials, specs, out_dir, device, show_progress)
+        return _tune_in(spec, path, where, trials, specs, out_dir, device, show_progress, launch)
 
 
-def _tune_in(spec, path, where, trials, specs, out_dir: Path, device, show_progress):
+def _tune_in(spec, path, where, trials, specs, out_dir: Path, device, show_progress, launch):
     (out_dir / "tune.yaml").write_text(Path(path).read_text())
 
     def run_trials(specs):
@@ -334,7 +340,7 @@ def _tune_in(spec, path, where, trials, specs, out_dir: Path, device, show_progr
             f = out_dir / "tune" / f"trial{i}.yaml"
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_text(yaml.safe_dump(s, sort_keys=True))
-            sweep(str(f), out=str(out_dir / "tune" / f"trial{i}"), device=device, show_progress=show_progress)
+            sweep(str(f), out=str(out_dir / "tune" / f"trial{i}"), device=device, show_progress=show_progress, **launch)
 
     run_trials(specs)
     recs = scores(out_dir)
@@ -370,5 +376,5 @@ def _tune_in(spec, path, where, trials, specs, out_dir: Path, device, show_progr
          for m, c in chosen.items()}, indent=2, sort_keys=True))
     f = out_dir / "final.yaml"
     f.write_text(yaml.safe_dump(fs, sort_keys=True))
-    sweep(str(f), out=str(out_dir / "final"), device=device, show_progress=show_progress)
+    sweep(str(f), out=str(out_dir / "final"), device=device, show_progress=show_progress, **launch)
     return out_dir, chosen, recs
