@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_launch import RAISING, assert_resumed, cli, records, rows, spec
 
 pytestmark = pytest.mark.slurm
