@@ -98,6 +98,7 @@ def _lock_pid(run_dir: Path) -> int | None:
     return int(txt) if txt.isdigit() else None
 
 
+@pytest.mark.slow  # minutes: .ci/run runs it in its launcher tier (pytest -m slow tests/test_launch.py)
 def test_killed_supervisor_and_worker_then_rerun_lose_and_duplicate_nothing(tmp_path):
     sw = spec(tmp_path, ["diffu_grpo"], updates=6, seeds=(0, 1, 2))
     out = tmp_path / "s"
@@ -215,3 +216,27 @@ def test_launcher_settings_are_checked_and_reach_the_sbatch_script(tmp_path):
 def test_status_of_a_folder_that_is_not_a_sweep_names_the_problem(tmp_path):
     p = cli("sweep", "status", str(tmp_path), check=False)
     assert p.returncode == 2 and "not a sweep folder" in p.stderr + p.stdout
+
+
+@pytest.mark.slow  # two tunes: .ci/run runs it in its launcher tier
+def test_tune_dispatches_trials_and_the_final_phase_through_the_launcher(tmp_path, monkeypatch):
+    """Every cell of every trial and of the final phase is a local job, and the outcome is the inline one:
+    the same trial scores, the same choices, the same final rows."""
+    import yaml
+    from test_tune import SPEC
+
+    from lfpo_bench.tune import tune
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LFPO_BENCH_PROGRESS", "0")
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(SPEC))
+    _, chosen_a, recs_a = tune(str(tmp_path / "t.yaml"), out=str(tmp_path / "inline"), show_progress=False)
+    _, chosen_b, recs_b = tune(str(tmp_path / "t.yaml"), out=str(tmp_path / "local"), show_progress=False,
+                               launcher="local", jobs=2)
+    assert recs_a == recs_b and chosen_a == chosen_b
+    folders = sorted((tmp_path / "local").rglob("cells.jsonl"))
+    assert len(folders) == 3  # trial0, trial1, final
+    for f in folders:
+        recs = records(f.parent)
+        assert recs and all(r.get("launcher") == "local" and r.get("job_id") for r in recs), f
+    assert rows(tmp_path / "inline" / "final") == rows(tmp_path / "local" / "final")
