@@ -14,6 +14,9 @@ Estimators:
 - ``trajectory_logps``: TraceRL replay of the sampler's commit record; with random remasking, temperature
   1 and ``shrink=1`` it is the exact log-probability of the sampled trajectory up to the theta-free term
   of the random position choice.
+- ``step_merge_logps``: d2's StepMerge (the same replay with the rollout's steps cut into N segments at
+  ``int(j * steps / N)``, the prompt masked as d1 does); with N = steps and no prompt masking it equals
+  ``trajectory_logps`` at ``shrink=1``.
 """
 
 from __future__ import annotations
@@ -180,6 +183,45 @@ def trajectory_logps(policy, prompt_ids, prompt_mask, completion, commit_step, *
         state = state_at(completion, commit_step, s * shrink, mask_id)
         lp = token_logps(completion_logits(policy, prompt_ids, prompt_mask, state), completion)
         out = torch.where(group == s, lp, out)
+    return out
+
+
+def step_merge_bounds(n_steps: int, n_merged: int) -> list[int]:
+    """The first step of each of d2's N segments: 0 and ``int(j * n_steps / N)`` for j = 1..N-1 (N <= n_steps,
+    so the starts are distinct)."""
+    if not 1 <= n_merged <= n_steps:
+        raise ValueError(f"StepMerge needs 1 <= N <= steps, got N={n_merged} at {n_steps} steps")
+    return [0] + [int(j * n_steps / n_merged) for j in range(1, n_merged)]
+
+
+def step_merge_segment(commit_step: torch.Tensor, bounds: list[int]) -> torch.Tensor:
+    """Segment of each completion position, [N, L]: the last segment whose first step is <= its commit step."""
+    starts = torch.tensor(bounds, device=commit_step.device)
+    return (commit_step.clamp(min=0)[..., None] >= starts).sum(-1) - 1
+
+
+def step_merge_logps(policy, prompt_ids, prompt_mask, completion, commit_step, *, mask_id: int, n_steps: int,
+                     n_merged: int, p_mask_prompt: float = 0.0, gen: torch.Generator | None = None,
+                     only: int | None = None) -> torch.Tensor:
+    """d2 StepMerge: log p(token | state at the start of its segment), [N, L]. The rollout's ``n_steps`` are
+    cut into ``n_merged`` segments (``step_merge_bounds``); segment j's input is the completion with the tokens
+    committed before its first step clean and the rest masked, and the prompt with each token masked w.p.
+    ``p_mask_prompt`` (one draw from ``gen``, the same for every segment); its targets are the tokens committed
+    inside it. One forward pass per segment, always (``only``: just segment ``only``, the rest 0), so the pass
+    count never depends on the data."""
+    bounds = step_merge_bounds(n_steps, n_merged)
+    seg = step_merge_segment(commit_step, bounds)  # [N, L]
+    prompt_in = prompt_ids
+    if p_mask_prompt > 0:
+        drop = _rand(prompt_ids.shape, gen, prompt_ids.device) < p_mask_prompt
+        prompt_in = _masked(prompt_ids, drop & prompt_mask.bool(), mask_id)
+    out = torch.zeros(completion.shape, device=completion.device)
+    for j, b in enumerate(bounds):
+        if only is not None and j != only:
+            continue
+        state = state_at(completion, commit_step, b, mask_id)  # [N, L]: committed before step b clean
+        lp = token_logps(completion_logits(policy, prompt_in, prompt_mask, state), completion)
+        out = torch.where(seg == j, lp, out)
     return out
 
 

@@ -223,6 +223,7 @@ METHODS: Registry = Registry("method", _check_method, {
     "coupled_grpo": (f"{B}.coupled_grpo:CoupledGRPO", "coupled-GRPO (DiffuCoder): complementary mask pairs"),
     "espo": (f"{B}.espo:ESPO", "ESPO: sequence-level ELBO policy optimisation"),
     "trace_rl": (f"{B}.trace_rl:TraceRL", "TraceRL-style trajectory replay of the decoding order"),
+    "d2": (f"{B}.d2:D2", "d2 StepMerge: GRPO on the trajectory likelihood, N decoding steps merged per forward"),
     "sft": (f"{B}.sft:SFT", "supervised fine-tuning on reference completions (no rollouts)"),
     "none": (f"{B}.none:NoTraining", "no training: evaluates the starting policy"),
 }, "lfpo_bench.methods")

@@ -90,7 +90,7 @@ def test_every_method_declares_which_tokens_it_counts_and_honours_it(lm):
 
 def test_padding_defaults_follow_each_reference():
     # the references that score tokens up to the first EOS, and the two that train on the whole generation
-    want = {"diffu_grpo": False, "wd1": False, "spg": False, "coupled_grpo": False, "trace_rl": False, "espo": True,
+    want = {"diffu_grpo": False, "wd1": False, "spg": False, "coupled_grpo": False, "trace_rl": False, "d2": False, "espo": True,
             "sft": True, "lfpo": False}
     got = {n: METHODS.get(n).Config().count_padding for n in want}
     assert got == want
