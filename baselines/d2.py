@@ -78,7 +78,7 @@ class D2(Method):
 
     def _logps(self, ctx, mb, it, m, only=None):
         return step_merge_logps(ctx.policy, mb.prompt_ids, mb.prompt_mask, mb.completion_ids, mb.commit_step,
-                                mask_id=mb.mask_id, n_steps=mb.steps, n_merged=self.segments(mb.steps),
+                                mask_id=mb.mask_id, bounds=step_merge_bounds(mb.steps, self.segments(mb.steps)),
                                 p_mask_prompt=self.cfg.p_mask_prompt, gen=mask_generator(ctx.mask_seed(it, m)), only=only)
 
     def prepare(self, ctx, mb, m):

@@ -14,12 +14,16 @@ Estimators:
 - ``trajectory_logps``: TraceRL replay of the sampler's commit record; with random remasking, temperature
   1 and ``shrink=1`` it is the exact log-probability of the sampled trajectory up to the theta-free term
   of the random position choice.
-- ``step_merge_logps``: d2's StepMerge (the same replay with the rollout's steps cut into N segments at
-  ``int(j * steps / N)``, the prompt masked as d1 does); with N = steps and no prompt masking it equals
-  ``trajectory_logps`` at ``shrink=1``.
+- ``step_merge_logps``: StepMerge, d2's (the same replay with the rollout's steps cut into N segments at
+  ``int(j * steps / N)``, the prompt masked as d1 does; with N = steps and no prompt masking it equals
+  ``trajectory_logps`` at ``shrink=1``) and MAP's (blocks of T // N steps, ``map_bounds``);
+- ``position_logps``: MAP's position log-probability (a softmax or Bradley-Terry policy over the positions
+  still masked, scored by the model's confidence), from the same forward passes.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -187,42 +191,131 @@ def trajectory_logps(policy, prompt_ids, prompt_mask, completion, commit_step, *
 
 
 def step_merge_bounds(n_steps: int, n_merged: int) -> list[int]:
-    """The first step of each of d2's N segments: 0 and ``int(j * n_steps / N)`` for j = 1..N-1 (N <= n_steps,
-    so the starts are distinct)."""
+    """d2's segments: their first steps, 0 and ``int(j * n_steps / N)`` for j = 1..N-1 (N <= n_steps, so the
+    starts are distinct)."""
     if not 1 <= n_merged <= n_steps:
         raise ValueError(f"StepMerge needs 1 <= N <= steps, got N={n_merged} at {n_steps} steps")
     return [0] + [int(j * n_steps / n_merged) for j in range(1, n_merged)]
 
 
+def map_bounds(n_steps: int, n_blocks: int) -> list[int]:
+    """MAP's blocks as segment first steps: block n holds the tokens unmasked at steps in (n b, (n+1) b] with
+    b = T // N, i.e. first step n b + 1. The first step's tokens (step 0) are in no block (the reference's
+    convention). N must divide T."""
+    if not 1 <= n_blocks <= n_steps or n_steps % n_blocks:
+        raise ValueError(f"MAP's StepMerge needs N to divide the steps, got N={n_blocks} at {n_steps} steps")
+    b = n_steps // n_blocks
+    return [n * b + 1 for n in range(n_blocks)]
+
+
 def step_merge_segment(commit_step: torch.Tensor, bounds: list[int]) -> torch.Tensor:
-    """Segment of each completion position, [N, L]: the last segment whose first step is <= its commit step."""
+    """Segment of each completion position, [N, L]: the last segment whose first step is <= its commit step;
+    -1 before the first segment (scored nowhere)."""
     starts = torch.tensor(bounds, device=commit_step.device)
     return (commit_step.clamp(min=0)[..., None] >= starts).sum(-1) - 1
 
 
-def step_merge_logps(policy, prompt_ids, prompt_mask, completion, commit_step, *, mask_id: int, n_steps: int,
-                     n_merged: int, p_mask_prompt: float = 0.0, gen: torch.Generator | None = None,
-                     only: int | None = None) -> torch.Tensor:
-    """d2 StepMerge: log p(token | state at the start of its segment), [N, L]. The rollout's ``n_steps`` are
-    cut into ``n_merged`` segments (``step_merge_bounds``); segment j's input is the completion with the tokens
-    committed before its first step clean and the rest masked, and the prompt with each token masked w.p.
-    ``p_mask_prompt`` (one draw from ``gen``, the same for every segment); its targets are the tokens committed
-    inside it. One forward pass per segment, always (``only``: just segment ``only``, the rest 0), so the pass
-    count never depends on the data."""
-    bounds = step_merge_bounds(n_steps, n_merged)
+@dataclass(frozen=True)
+class PositionRule:
+    """MAP's position policy: which positions a committed token competed with, and how (see position_logps)."""
+
+    method: str = "softmax"  # "softmax" over itself and its competitors | "bradley_terry" (pairwise wins)
+    scope: str = "segment"  # "segment": positions unmasked in later segments | "position": also later in its own segment
+    confidence: str = "max_logit"  # competitors' score: max_logit | top_prob | neg_entropy | margin
+    source: str = "gt"  # the token's own score: "gt" (its sampled token's logit or prob) | "max" (as competitors)
+    tau: float = 1.0  # temperature of the scores
+
+    def __post_init__(self):
+        for name, allowed in (("method", ("softmax", "bradley_terry")), ("scope", ("segment", "position")),
+                              ("confidence", ("max_logit", "top_prob", "neg_entropy", "margin")), ("source", ("gt", "max"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"position {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.source == "gt" and self.confidence not in ("max_logit", "top_prob"):
+            raise ValueError("position source 'gt' scores the token by its logit or probability: use confidence max_logit "
+                             "or top_prob, or source 'max'")
+        if not self.tau > 0:
+            raise ValueError(f"position tau must be > 0, got {self.tau}")
+
+
+def _confidence(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """[N, L, V] -> [N, L]."""
+    lg = logits.float()
+    if kind == "max_logit":
+        return lg.max(-1).values
+    p = lg.softmax(-1)
+    if kind == "top_prob":
+        return p.max(-1).values
+    if kind == "neg_entropy":
+        return (p * lg.log_softmax(-1)).sum(-1)
+    top2 = p.topk(2, dim=-1).values
+    return top2[..., 0] - top2[..., 1]
+
+
+def position_logps(logits: torch.Tensor, completion: torch.Tensor, commit_step: torch.Tensor, in_seg: torch.Tensor,
+                   next_start: int, rule: PositionRule, competes: torch.Tensor | None = None) -> torch.Tensor:
+    """MAP's position log-probability of each token of one segment, [N, L] (0 elsewhere): how likely the
+    policy was to unmask this position rather than its competitors, from the segment's forward ``logits``
+    [N, L, V]. Competitors of token i: positions unmasked at a later segment (commit step >= ``next_start``),
+    and under scope "position" those of its own segment unmasked at a later step; ``competes`` [N, L] (bool)
+    restricts the competitors further (None: every position, the reference's choice). With scores c_i (the token's
+    own) and a_j (competitors', ``rule.confidence``):
+        softmax:        c_i / tau - logsumexp({c_i / tau} + {a_j / tau : j competes})
+        bradley_terry:  sum_{j competes} log sigmoid((c_i - a_j) / tau)."""
+    a = _confidence(logits, rule.confidence)  # [N, L]
+    if rule.source == "max":
+        c = a
+    elif rule.confidence == "max_logit":
+        c = logits.float().gather(-1, completion[..., None]).squeeze(-1)
+    else:
+        c = logits.float().softmax(-1).gather(-1, completion[..., None]).squeeze(-1)
+    later = commit_step >= next_start  # [N, L]
+    comp = later[:, None, :].expand(-1, completion.shape[1], -1).clone()  # [N, i, j]
+    if rule.scope == "position":
+        comp |= in_seg[:, None, :] & (commit_step[:, None, :] > commit_step[:, :, None])
+    eye = torch.eye(completion.shape[1], dtype=torch.bool, device=completion.device)
+    comp &= ~eye
+    if competes is not None:
+        comp &= competes.bool()[:, None, :]
+    if rule.method == "bradley_terry":
+        pair = F.logsigmoid((c[:, :, None] - a[:, None, :]) / rule.tau)  # [N, i, j]
+        out = (pair * comp).sum(-1)
+    else:
+        scores = (a[:, None, :] / rule.tau).masked_fill(~comp, float("-inf"))  # [N, i, j]
+        allc = torch.cat([(c / rule.tau)[..., None], scores], -1)  # [N, i, 1 + L]
+        out = c / rule.tau - torch.logsumexp(allc, -1)
+    return torch.where(in_seg, out, torch.zeros_like(out))
+
+
+def step_merge_logps(policy, prompt_ids, prompt_mask, completion, commit_step, *, mask_id: int, bounds: list[int],
+                     p_mask_prompt: float = 0.0, gen: torch.Generator | None = None, only=None,
+                     position: PositionRule | None = None, competes: torch.Tensor | None = None):
+    """StepMerge (d2, and MAP's token likelihood): log p(token | state at the start of its segment), [N, L].
+    ``bounds``: the first commit step of each segment (d2: ``step_merge_bounds``; MAP: ``map_bounds``); token
+    i with commit step s_i in [bounds[j], bounds[j+1]) is read from the completion with the tokens committed
+    before bounds[j] clean and the rest masked, and the prompt with each token masked w.p. ``p_mask_prompt``
+    (one draw from ``gen``, the same for every segment); tokens before bounds[0] are scored nowhere (0). One
+    forward pass per segment, always, so the pass count never depends on the data; ``only`` (an index or a
+    collection of them): just those segments, the rest 0. With ``position``, also MAP's position log-probs
+    from the same forward passes (``competes``: see ``position_logps``): returns (token logps, position logps)."""
     seg = step_merge_segment(commit_step, bounds)  # [N, L]
     prompt_in = prompt_ids
     if p_mask_prompt > 0:
         drop = _rand(prompt_ids.shape, gen, prompt_ids.device) < p_mask_prompt
         prompt_in = _masked(prompt_ids, drop & prompt_mask.bool(), mask_id)
+    keep = None if only is None else ({int(only)} if isinstance(only, int) else {int(j) for j in only})
     out = torch.zeros(completion.shape, device=completion.device)
+    pos = torch.zeros(completion.shape, device=completion.device) if position is not None else None
     for j, b in enumerate(bounds):
-        if only is not None and j != only:
+        if keep is not None and j not in keep:
             continue
         state = state_at(completion, commit_step, b, mask_id)  # [N, L]: committed before step b clean
-        lp = token_logps(completion_logits(policy, prompt_in, prompt_mask, state), completion)
-        out = torch.where(seg == j, lp, out)
-    return out
+        logits = completion_logits(policy, prompt_in, prompt_mask, state)  # [N, L, V]
+        here = seg == j
+        out = torch.where(here, token_logps(logits, completion), out)
+        if position is not None:
+            nxt = bounds[j + 1] if j + 1 < len(bounds) else int(commit_step.max()) + 1
+            pos = pos + position_logps(logits, completion, commit_step, here, nxt, position, competes)
+    return out if position is None else (out, pos)
 
 
 # ---- the SFT estimator (pretraining and the `sft` baseline) --------------------------------------------

@@ -224,6 +224,7 @@ METHODS: Registry = Registry("method", _check_method, {
     "espo": (f"{B}.espo:ESPO", "ESPO: sequence-level ELBO policy optimisation"),
     "trace_rl": (f"{B}.trace_rl:TraceRL", "TraceRL-style trajectory replay of the decoding order"),
     "d2": (f"{B}.d2:D2", "d2 StepMerge: GRPO on the trajectory likelihood, N decoding steps merged per forward"),
+    "map": (f"{B}.map:MAP", "Mask-Aware Policy Gradients: StepMerge token and position policies, GSPO losses"),
     "sft": (f"{B}.sft:SFT", "supervised fine-tuning on reference completions (no rollouts)"),
     "none": (f"{B}.none:NoTraining", "no training: evaluates the starting policy"),
 }, "lfpo_bench.methods")

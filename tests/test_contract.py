@@ -98,7 +98,7 @@ def lm(tiny_random):
 
 
 def test_every_builtin_method_is_registered():
-    assert {"lfpo", "diffu_grpo", "wd1", "spg", "coupled_grpo", "espo", "trace_rl", "d2", "sft", "none"} <= set(METHODS.names())
+    assert {"lfpo", "diffu_grpo", "wd1", "spg", "coupled_grpo", "espo", "trace_rl", "d2", "map", "sft", "none"} <= set(METHODS.names())
 
 
 def test_contract_loss_is_finite_differentiable_with_float_metrics(lm, plugin_spec):

@@ -55,14 +55,14 @@ def test_step_merge_logps_by_hand():
     lsm = torch.log_softmax
 
     # N = 2: a read from the all-masked state (0 clean), b and c from [a, M, M] (1 clean)
-    got = step_merge_logps(pol, pid, pm, comp, commit, mask_id=M, n_steps=2, n_merged=2)
+    got = step_merge_logps(pol, pid, pm, comp, commit, mask_id=M, bounds=[0, 1])
     want = [lsm(W[0], -1)[0], lsm(W[1] + U[1], -1)[1], lsm(W[2] + U[2], -1)[2]]
     assert torch.allclose(got[0], torch.stack(want), atol=1e-6)
     # N = 1: every token from the all-masked state (d1's proxy without prompt masking)
-    got1 = step_merge_logps(pol, pid, pm, comp, commit, mask_id=M, n_steps=2, n_merged=1)
+    got1 = step_merge_logps(pol, pid, pm, comp, commit, mask_id=M, bounds=[0])
     assert torch.allclose(got1[0], torch.stack([lsm(W[i], -1)[i] for i in range(3)]), atol=1e-6)
     # only=j computes segment j alone, with the same values there
-    part = step_merge_logps(pol, pid, pm, comp, commit, mask_id=M, n_steps=2, n_merged=2, only=1)
+    part = step_merge_logps(pol, pid, pm, comp, commit, mask_id=M, bounds=[0, 1], only=1)
     assert part[0, 0] == 0 and torch.allclose(part[0, 1:], got[0, 1:])
 
 
@@ -80,11 +80,11 @@ def test_prompt_masking_is_one_draw_shared_by_every_segment():
     comp, commit = torch.tensor([[1, 2, 3, 4]]), torch.tensor([[0, 1, 2, 3]])
     pid, pm = torch.arange(P)[None], torch.ones(1, P, dtype=torch.long)
     g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-    full = step_merge_logps(pol, pid, pm, comp, commit, mask_id=M, n_steps=4, n_merged=2, p_mask_prompt=0.5, gen=g())
-    parts = sum(step_merge_logps(pol, pid, pm, comp, commit, mask_id=M, n_steps=4, n_merged=2, p_mask_prompt=0.5, gen=g(), only=j)
+    full = step_merge_logps(pol, pid, pm, comp, commit, mask_id=M, bounds=[0, 2], p_mask_prompt=0.5, gen=g())
+    parts = sum(step_merge_logps(pol, pid, pm, comp, commit, mask_id=M, bounds=[0, 2], p_mask_prompt=0.5, gen=g(), only=j)
                 for j in range(2))
     assert torch.allclose(full, parts)
-    unmasked = step_merge_logps(pol, pid, pm, comp, commit, mask_id=M, n_steps=4, n_merged=2)
+    unmasked = step_merge_logps(pol, pid, pm, comp, commit, mask_id=M, bounds=[0, 2])
     assert not torch.allclose(full, unmasked)  # the draw masked some prompt tokens
 
 
@@ -96,9 +96,9 @@ def test_one_step_per_segment_is_the_exact_trajectory_logprob(tiny_random):
     g = generate(lm, ids, am, Decoding(gen_length=8, steps=8, block_length=4, temperature=1.0, remasking="random"),
                  generator=torch.Generator().manual_seed(0), record_trajectory=True)
     with torch.no_grad():
-        sm = step_merge_logps(lm, ids, am, g.completion, g.commit_step, mask_id=lm.mask_id, n_steps=8, n_merged=8)
+        sm = step_merge_logps(lm, ids, am, g.completion, g.commit_step, mask_id=lm.mask_id, bounds=list(range(8)))
         tr = trajectory_logps(lm, ids, am, g.completion, g.commit_step, mask_id=lm.mask_id, shrink=1)
-        merged = step_merge_logps(lm, ids, am, g.completion, g.commit_step, mask_id=lm.mask_id, n_steps=8, n_merged=2)
+        merged = step_merge_logps(lm, ids, am, g.completion, g.commit_step, mask_id=lm.mask_id, bounds=[0, 4])
     assert torch.allclose(sm, g.commit_logp, atol=1e-5) and torch.allclose(sm, tr, atol=1e-6)
     assert not torch.allclose(merged, g.commit_logp, atol=1e-3)  # merging steps is an approximation
 

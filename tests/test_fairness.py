@@ -78,9 +78,12 @@ def test_every_method_declares_which_tokens_it_counts_and_honours_it(lm):
             continue
         fields = {f.name: f.default for f in dataclasses.fields(cls.Config)}
         assert "count_padding" in fields, f"{name}: no count_padding knob"
+        # a method whose reference lets the padding compete for being unmasked (MAP's position policy) declares
+        # that knob; with it off, count_padding=False must keep every position after the first EOS out
+        extra = {"padding_competes": False} if "padding_competes" in fields else {}
         for count in (False, True):
-            a = loss_with(lm, name, batch, after, 1, count_padding=count)
-            b = loss_with(lm, name, batch, after, 2, count_padding=count)
+            a = loss_with(lm, name, batch, after, 1, count_padding=count, **extra)
+            b = loss_with(lm, name, batch, after, 2, count_padding=count, **extra)
             assert a.abs().sum() > 0, name
             if count:
                 assert not torch.allclose(a, b, atol=1e-6), f"{name}: count_padding=True but the padding positions do not matter"
@@ -90,7 +93,7 @@ def test_every_method_declares_which_tokens_it_counts_and_honours_it(lm):
 
 def test_padding_defaults_follow_each_reference():
     # the references that score tokens up to the first EOS, and the two that train on the whole generation
-    want = {"diffu_grpo": False, "wd1": False, "spg": False, "coupled_grpo": False, "trace_rl": False, "d2": False, "espo": True,
+    want = {"diffu_grpo": False, "wd1": False, "spg": False, "coupled_grpo": False, "trace_rl": False, "d2": False, "map": False, "espo": True,
             "sft": True, "lfpo": False}
     got = {n: METHODS.get(n).Config().count_padding for n in want}
     assert got == want
