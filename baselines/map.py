@@ -55,7 +55,13 @@ from dataclasses import dataclass
 
 import torch
 
-from lfpo_bench.likelihood import PositionRule, map_bounds, mask_generator, step_merge_logps, step_merge_segment
+from lfpo_bench.likelihood import (
+    PositionRule,
+    map_bounds,
+    mask_generator,
+    step_merge_logps,
+    step_merge_segment,
+)
 from lfpo_bench.method import Method, kl_k3, masked_mean, rloo, scored_tokens
 from lfpo_bench.registry import METHODS
 from lfpo_bench.types import LossOut, float_

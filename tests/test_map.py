@@ -86,6 +86,7 @@ def test_gspo_sequence_ratio_by_hand():
     loss, clipped = pg_loss("gspo", lp, old, adv, tokens, 0.2, 0.1, 0.2)
     r0 = math.exp((0.0 + 0.5) / 2)  # 1.284 -> clipped to 1.2; A = +1: min(1.284, 1.2) = 1.2
     r1 = math.exp(0.2 / 3)  # 1.069, inside [0.9, 1.2]; A = -1: min(-1.069, -1.069)
+    assert r0 > 1.2
     assert math.isclose(loss.item(), -(1.2 + -r1) / 2, rel_tol=1e-6)
     assert clipped.tolist() == [1.0, 0.0]
     loss_r, _ = pg_loss("reinforce", lp, old, adv, tokens, 0.2, 0.1, 0.2)
