@@ -143,7 +143,7 @@ def test_a_cached_reference_gives_the_same_result_and_refuses_another_setting(tm
     from lfpo_bench.gradcheck import merge_results, run_gradcheck
     from lfpo_bench.types import UserError
 
-    cfg = GradcheckConfig(task="countdown3-mini", methods=("diffu_grpo",), prompts=1, batches=2, ref_samples=8)
+    cfg = GradcheckConfig(task="countdown3-mini", model="tiny-random", methods=("diffu_grpo",), prompts=1, batches=2, ref_samples=8)
     cache = tmp_path / "g.ref.pt"
     first = run_gradcheck(cfg, False, ref_cache=cache)
     assert cache.is_file()
