@@ -64,6 +64,7 @@ def records(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "cells.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # two training sweeps: .ci/run runs it in its launcher tier
 def test_local_workers_give_the_inline_rows(tmp_path):
     sw = spec(tmp_path, ["none", "diffu_grpo"])
     cli("sweep", "--config", str(sw), "--out", str(tmp_path / "inline"))

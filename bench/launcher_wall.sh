@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Wall time of the same sweep work inline vs through the local launcher (--launcher local --jobs N), measured
+# in one session, and the check that both give the same rows. Default work: results/reference/regenerate.sh
+# --quick --part PART (every part of --quick takes ~30 min inline on 2 cores; one part is the quick check).
+#   bash bench/launcher_wall.sh [--jobs N] [--part PART]... [--all]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=2; parts=(); all=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --jobs) shift; jobs=$1 ;;
+    --part) shift; parts+=(--part "$1") ;;
+    --all) all=1 ;;
+    *) echo "launcher_wall.sh: unknown option $1 (--jobs N, --part PART, --all)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ "$all" = 1 ] || [ ${#parts[@]} -gt 0 ] || parts=(--part toy-code)
+tmp=$(mktemp -d /tmp/lfpo-launcher-wall.XXXXXX)
+export LFPO_BENCH_PROGRESS=0
+t0=$(date +%s); bash results/reference/regenerate.sh --quick ${parts[@]+"${parts[@]}"} "$tmp/inline" > "$tmp/inline.log" 2>&1; t1=$(date +%s)
+bash results/reference/regenerate.sh --quick ${parts[@]+"${parts[@]}"} --launcher local --jobs "$jobs" "$tmp/local" > "$tmp/local.log" 2>&1; t2=$(date +%s)
+python - "$tmp" "$((t1 - t0))" "$((t2 - t1))" "$jobs" <<'PY'
+import json, sys
+from pathlib import Path
+tmp, a, b, jobs = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+VOL = {"device", "tokens_per_s", "checkpoint", "created", "latency_ms_p50", "latency_ms_p95", "timing"}
+def rows(root):
+    out = {}
+    for f in sorted(root.rglob("rows.jsonl")):
+        if "/runs/" in str(f):
+            continue
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            out[(str(f.relative_to(root)), r["cell"], r["stage"], r["config_hash"])] = {k: v for k, v in r.items() if k not in VOL}
+    return out
+ra, rb = rows(tmp / "inline"), rows(tmp / "local")
+same = ra.keys() == rb.keys() and all(ra[k] == rb[k] for k in ra)
+print("| launcher | wall time | ratio to inline |\n|---|---|---|")
+print(f"| inline | {a} s | 1.00x |")
+print(f"| local --jobs {jobs} | {b} s | {b / a:.2f}x |")
+print(f"rows: {len(ra)} inline, {len(rb)} local; identical apart from device/latency fields: {same}")
+PY
+echo "logs and folders in $tmp"
