@@ -302,6 +302,12 @@ def make_executor(lc: LauncherConfig, folder: Path, name: str):
         ex.update_parameters(timeout_min=lc.time_min, setup=[f"export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}",
                                                                *lc.setup])
         return ex
+    import shutil
+
+    for tool in ("sbatch", "sacct"):
+        if shutil.which(tool) is None:
+            raise UserError(f"--launcher slurm needs `{tool}` on PATH (run the sweep on a SLURM login node, or try a local "
+                            "cluster: bash bench/slurm_cluster.sh start); --launcher local runs workers on this machine")
     ex = submitit.SlurmExecutor(folder=str(folder), python=lc.python)
     params: dict[str, Any] = {"time": lc.time_min, "job_name": name[:60], "setup": list(lc.setup)}
     for k, v in (("partition", lc.partition), ("account", lc.account), ("qos", lc.qos), ("constraint", lc.constraint),
@@ -367,9 +373,13 @@ def supervise(cells: list, todo: list, out: Path, lc: LauncherConfig, state, dev
         ex = make_executor(lc, folder, name)
         jobs = []
         if lc.kind == "slurm":
-            with ex.batch():  # one job array
-                for c in batch:
-                    jobs.append(ex.submit(CellJob(), c, str(out), "auto", report_to, threads, acc))
+            try:
+                with ex.batch():  # one job array
+                    for c in batch:
+                        jobs.append(ex.submit(CellJob(), c, str(out), "auto", report_to, threads, acc))
+            except Exception as e:  # noqa: BLE001 - sbatch's own message says what the cluster refused
+                raise UserError(f"SLURM refused the submission ({type(e).__name__}): {str(e).strip()[-1500:]}; check the "
+                                "launcher: settings (partition, account, qos, time_min, gpus_per_cell) and `sinfo`") from None
         else:
             for c in batch:
                 g = gpu_of.get(c.id)
