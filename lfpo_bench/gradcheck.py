@@ -167,7 +167,10 @@ def method_gradients(lm, task, examples, name: str, cfg: GradcheckConfig, ref: t
 
     cls = METHODS.get(name)
     mcfg = cls.Config()
-    over = {k: v for k, v in (("temperature", 1.0), ("remasking", "random")) if k in {f.name for f in dataclasses.fields(mcfg)}}
+    # random remasking at temperature 1 (the exact g*'s rollouts); mu = 1: only the first inner iteration is
+    # measured, whose gradient does not depend on mu (its old policy is the current one, its masks are seeded
+    # per iteration), so later iterations' old/reference passes would be wasted work
+    over = {k: v for k, v in (("temperature", 1.0), ("remasking", "random"), ("mu", 1)) if k in {f.name for f in dataclasses.fields(mcfg)}}
     method = cls(dataclasses.replace(mcfg, **over))
     steps = rollout_steps(task, cfg.steps)
     tc = TrainConfig(updates=cfg.batches, prompts_per_update=len(examples), group_size=cfg.group_size,
