@@ -182,7 +182,9 @@ class MAP(Method):
         picked = torch.zeros_like(seg, dtype=torch.bool)
         for j in blocks:
             picked |= seg == j
-        tokens = scored_tokens(mb, self.cfg.count_padding).to(lp.device) * picked.to(lp.dtype)  # [N, L]
+        tokens = scored_tokens(mb, self.cfg.count_padding).to(lp.device)  # [N, L]
+        if self.cfg.k_blocks:  # the sampled blocks' tokens; with K = 0 every completion token counts, the first
+            tokens = tokens * picked.to(lp.dtype)  # step's too (log-prob 0 under both policies), as the reference does
         adv = mb.advantages.to(lp.device)
         c = self.cfg
         tok_loss, tok_clip = pg_loss(c.loss, lp, state["old"].to(lp.device), adv, tokens, c.eps, c.eps_low, c.eps_high)

@@ -125,3 +125,38 @@ def test_map_samples_k_valid_blocks_per_iteration_and_lowers_n_to_a_divisor():
     assert seen == {0, 1, 2}  # the draw changes with the iteration
     assert cls(cls.Config(k_blocks=0)).sampled(ctx, b, 0, 0) == [0, 1, 2]  # K = 0: every block with a token
     assert torch.allclose(m.advantages(torch.tensor([1.0, 0.0, 0.0, 1.0]), 4), torch.tensor([2 / 3, -2 / 3, -2 / 3, 2 / 3]))  # RLOO
+
+
+def test_map_loss_by_hand_on_a_position_only_policy():
+    """GSPO on the token and position log-probs of the sampled blocks; with K = 0 the first step's tokens stay
+    in the sequence averages (at log-prob 0 for both policies), as in the reference."""
+    from lfpo_bench.baselines.map import pg_loss
+    from test_methods import FakeCtx, TablePolicy, make_batch
+
+    table = torch.tensor([[0.0, 0, 0], [0.0, math.log(3), 0], [math.log(2), 0, 0], [0.0, 0, 1.0]])
+    pol = TablePolicy(table)
+    comp = torch.tensor([[1, 0, 2], [1, 0, 2]])
+    commit = torch.tensor([[0, 1, 2], [2, 1, 0]])
+    b = make_batch(comp, torch.tensor([1.0, 0.0]), torch.tensor([1.0, -1.0]), steps=3, commit=commit, mask_id=2)
+    cls = METHODS.get("map")
+    for K in (0, 1):
+        m = cls(cls.Config(k_blocks=K, eps_low=0.1, eps_high=0.2, position_eps_low=0.1, position_eps_high=0.2))
+        state = m.prepare(FakeCtx(pol), b, 0)
+        old, old_pos = state["old"] - 0.3, state["old_pos"] + 0.1  # ratios away from 1
+        out = m.loss(FakeCtx(pol), b, {**state, "old": old, "old_pos": old_pos}, 0, 0)
+        lp, pos = step_merge_logps(pol, b.prompt_ids, b.prompt_mask, comp, commit, mask_id=2, bounds=map_bounds(3, 3),
+                                   position=PositionRule())
+        blocks = m.sampled(FakeCtx(pol), b, 0, 0)
+        seg = step_merge_segment(commit, map_bounds(3, 3))
+        picked = sum((seg == j).float() for j in blocks)
+        tokens = torch.ones(2, 3) if K == 0 else picked
+        lp = lp * picked  # only the sampled blocks are computed
+        pos = pos * picked
+        want = (pg_loss("gspo", lp, old, torch.tensor([1.0, -1.0]), tokens, 0.2, 0.1, 0.2)[0]
+                + pg_loss("gspo", pos, old_pos, torch.tensor([1.0, -1.0]), tokens, 0.2, 0.1, 0.2)[0])
+        assert math.isclose(out.loss.item(), want.item(), rel_tol=1e-6), K
+        if K == 0:  # by hand: every token's log-ratio is +0.3 (token) and -0.1 (position), the first step's too
+            r, q = math.exp(0.3), math.exp(-0.1)  # 1.35 (clipped to 1.2 for A = +1, not for A = -1); 0.905 (inside)
+            token = -(min(r, 1.2) * 1 + min(-r, -min(r, 1.2))) / 2
+            position = -(q - q) / 2
+            assert math.isclose(out.loss.item(), token + position, rel_tol=1e-6)
