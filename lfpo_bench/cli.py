@@ -333,7 +333,7 @@ def tune(
 @app.command()
 def gradcheck(
     task: str = typer.Option("sudoku4", help="task whose train split supplies the fixed prompt set"),
-    methods: str = typer.Option(",".join(("lfpo", "diffu_grpo", "wd1", "spg", "coupled_grpo", "espo", "trace_rl")),
+    methods: str = typer.Option(",".join(("lfpo", "diffu_grpo", "wd1", "spg", "coupled_grpo", "espo", "trace_rl", "d2", "map")),
                                 help="comma-separated methods"),
     model: str = typer.Option("tiny", help="tiny (the embedded start) or a checkpoint folder (e.g. a run's checkpoint/)"),
     prompts: int = typer.Option(8, help="prompts in the fixed set"),

@@ -35,7 +35,7 @@ from .likelihood import trajectory_logps
 from .sampler import generate
 from .types import UserError
 
-METHODS_DEFAULT = ("lfpo", "diffu_grpo", "wd1", "spg", "coupled_grpo", "espo", "trace_rl")
+METHODS_DEFAULT = ("lfpo", "diffu_grpo", "wd1", "spg", "coupled_grpo", "espo", "trace_rl", "d2", "map")
 
 
 @dataclass
