@@ -88,13 +88,19 @@ def test_prompt_masking_is_one_draw_shared_by_every_segment():
     assert not torch.allclose(full, unmasked)  # the draw masked some prompt tokens
 
 
-def test_one_step_per_segment_is_the_exact_trajectory_logprob(tiny_random):
+def random_trajectories(lm):
+    """Two prompts decoded in 8 steps with random remasking at temperature 1, the commit record kept."""
     from lfpo_bench.sampler import generate
 
-    lm = tiny_random
     ids, am = lm.encode_prompts(["12", "3456"])
     g = generate(lm, ids, am, Decoding(gen_length=8, steps=8, block_length=4, temperature=1.0, remasking="random"),
                  generator=torch.Generator().manual_seed(0), record_trajectory=True)
+    return ids, am, g
+
+
+def test_one_step_per_segment_is_the_exact_trajectory_logprob(tiny_random):
+    lm = tiny_random
+    ids, am, g = random_trajectories(lm)
     with torch.no_grad():
         sm = step_merge_logps(lm, ids, am, g.completion, g.commit_step, mask_id=lm.mask_id, bounds=list(range(8)))
         tr = trajectory_logps(lm, ids, am, g.completion, g.commit_step, mask_id=lm.mask_id, shrink=1)

@@ -81,7 +81,7 @@ def test_local_workers_give_the_inline_rows(tmp_path):
     assert all((tmp_path / "local" / "runs" / r["cell"] / "cell_rows.jsonl").exists() for r in recs)
 
 
-def _wait_for(pred, timeout=240, what="condition"):
+def wait_for(pred, timeout=300, what="condition"):
     t = time.time()
     while time.time() - t < timeout:
         v = pred()
@@ -107,14 +107,14 @@ def test_killed_supervisor_and_worker_then_rerun_lose_and_duplicate_nothing(tmp_
     sup = subprocess.Popen([sys.executable, "-m", "lfpo_bench.cli", "sweep", "--config", str(sw), "--out", str(out),
                             "--launcher", "local", "--jobs", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        subs = _wait_for(lambda: [r for r in records(out) if r["status"] == "submitted"] if (out / "cells.jsonl").exists() else [],
+        subs = wait_for(lambda: [r for r in records(out) if r["status"] == "submitted"] if (out / "cells.jsonl").exists() else [],
                          what="two submitted cells")
-        subs = _wait_for(lambda: [r for r in records(out) if r["status"] == "submitted"] if len(
+        subs = wait_for(lambda: [r for r in records(out) if r["status"] == "submitted"] if len(
             [r for r in records(out) if r["status"] == "submitted"]) >= 2 else [], what="two submitted cells")
         victim = subs[0]["cell"]
         vdir = out / "runs" / victim
         # the worker has checkpointed at least once: the retry must resume, not start over
-        _wait_for(lambda: (vdir / "trainer_state.pt").exists() and _lock_pid(vdir), what="a checkpoint of the first cell")
+        wait_for(lambda: (vdir / "trainer_state.pt").exists() and _lock_pid(vdir), what="a checkpoint of the first cell")
         worker = _lock_pid(vdir)
         os.kill(sup.pid, signal.SIGKILL)
         sup.wait()

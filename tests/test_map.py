@@ -6,9 +6,8 @@ import math
 
 import pytest
 import torch
-from test_d2 import M, StatePolicy
+from test_d2 import M, StatePolicy, random_trajectories
 
-from lfpo_bench.decoding import Decoding
 from lfpo_bench.likelihood import PositionRule, map_bounds, step_merge_logps, step_merge_segment
 from lfpo_bench.registry import METHODS
 
@@ -94,12 +93,8 @@ def test_gspo_sequence_ratio_by_hand():
 
 
 def test_all_blocks_with_n_equal_steps_give_the_exact_replay_but_for_the_first_step(tiny_random):
-    from lfpo_bench.sampler import generate
-
     lm = tiny_random
-    ids, am = lm.encode_prompts(["12", "3456"])
-    g = generate(lm, ids, am, Decoding(gen_length=8, steps=8, block_length=4, temperature=1.0, remasking="random"),
-                 generator=torch.Generator().manual_seed(0), record_trajectory=True)
+    ids, am, g = random_trajectories(lm)
     with torch.no_grad():
         tok = step_merge_logps(lm, ids, am, g.completion, g.commit_step, mask_id=lm.mask_id, bounds=map_bounds(8, 8))
     later = g.commit_step > 0

@@ -11,11 +11,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from test_launch import RAISING, assert_resumed, cli, records, rows, spec
+from test_launch import RAISING, assert_resumed, cli, records, rows, spec, wait_for
 
 pytestmark = pytest.mark.slurm
 pytest.importorskip("submitit")
@@ -41,16 +40,6 @@ def popen_sweep(*args):
     env = {**os.environ, "LFPO_BENCH_PROGRESS": "0"}
     return subprocess.Popen([sys.executable, "-m", "lfpo_bench.cli", "sweep", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def wait_for(pred, timeout=300, what="condition"):
-    t = time.time()
-    while time.time() - t < timeout:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def submitted(out: Path) -> list[dict]:
