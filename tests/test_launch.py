@@ -155,6 +155,7 @@ def assert_resumed(out: Path, cell: str) -> None:
     assert m and int(m.group(1)) >= 1, text[-3000:]
 
 
+@pytest.mark.slow  # worker processes: .ci/run runs it in its launcher tier
 def test_a_raising_cell_is_failed_with_its_error_and_the_others_finish(tmp_path):
     plugin = tmp_path / "boom.py"
     plugin.write_text(RAISING)
@@ -172,6 +173,7 @@ def test_a_raising_cell_is_failed_with_its_error_and_the_others_finish(tmp_path)
     assert "1 done" in status and "1 failed" in status and "boom" in status
 
 
+@pytest.mark.slow  # two local sweeps: .ci/run runs it in its launcher tier
 def test_a_crash_between_merge_and_done_line_merges_once(tmp_path):
     """The supervisor appended a cell's rows but died before its done line: the next start drops those rows
     and merges the cell's file again, so each row lands once."""
