@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import typing
-from dataclasses import fields, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,7 @@ def flatten(cls, values: dict[str, Any] | None, where: str = "") -> dict[str, An
     nested = nested_fields(cls)
     for k, v in (values or {}).items():
         if k in nested and is_dataclass(v) and not isinstance(v, type):
-            import dataclasses
-
-            v = dataclasses.asdict(v)
+            v = asdict(v)
         if k in nested:
             if not isinstance(v, dict):
                 raise UserError(f"{where}{k}: expected a mapping of {k} fields such as {{{field_names(nested[k])[0]}: ...}}, "

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .outputs import Lock
 from .types import UserError
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ class CellJob(_checkpointable()):
 
     def __call__(self, cell, out: str, device: str, report_to: str, threads: int | None, accelerate: dict | None = None) -> int:
         from .outputs import write_atomic
+        from .results import rows_text
         from .sweep import run_cell
 
         if not logging.getLogger().handlers:  # a job's log file gets the harness's info lines (resumed at update N, ...)
@@ -151,7 +153,7 @@ class CellJob(_checkpointable()):
             write_atomic(run_dir / CELL_ERROR, json.dumps({"error": f"{type(e).__name__}: {e}",
                                                            "traceback": traceback.format_exc()[-4000:]}) + "\n")
             raise
-        write_atomic(run_dir / CELL_ROWS, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
+        write_atomic(run_dir / CELL_ROWS, rows_text(rows))
         return len(rows)
 
 
@@ -176,24 +178,23 @@ def _rank_main(out: str, spec: str, rows_out: str) -> None:
     """Entry point of each rank of a multi-GPU cell (see ``_run_under_accelerate``)."""
     from .distributed import world
     from .outputs import write_atomic
+    from .results import rows_text
     from .sweep import Cell, run_cell
 
     cell = Cell(**json.loads(Path(spec).read_text()))
     rows = run_cell(cell, Path(out), "auto", show_progress=False)
     if world().is_main:
-        write_atomic(rows_out, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
+        write_atomic(rows_out, rows_text(rows))
 
 
 def timing_job(spec_path: str, out: str, device: str) -> int:
     """The sweep's timing pass as one job (SLURM): every done cell's settings in one schedule on one node."""
-    from .config import load_file
+    from .config import load_file, resolve_device
     from .sweep import expand, read_state, time_cells, timing_config
 
     spec = load_file(spec_path)
     cells = expand(spec, spec_path)
     state = read_state(Path(out))
-    from .config import resolve_device
-
     return time_cells(Path(out), cells, state, timing_config(spec, spec_path), resolve_device(device), show_progress=False)
 
 
@@ -233,22 +234,6 @@ def log_tail(folder: str, job_id: str, n: int = 20) -> str:
     return "\n".join(out)
 
 
-def _lock_held(run_dir: Path) -> bool:
-    import fcntl
-
-    path = run_dir / ".lock"
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing releases a lock taken just now
-    return False
-
-
 def _pid_alive(pid: int) -> bool:
     """A live, non-zombie process that is a submitit controller (pids are reused)."""
     try:
@@ -259,29 +244,30 @@ def _pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z" and b"submitit" in cmd
 
 
+def _local_alive(job_id: str, run_dir: Path) -> bool:
+    """A local job lives while its submitit controller does, or while a worker holds its cell's run folder."""
+    return _pid_alive(int(job_id)) or Lock.held(run_dir)
+
+
 def job_state(kind: str, r: Running, out: Path) -> str:
     """RUNNING while the job may still produce a result; else the scheduler's final state (or FINISHED)."""
     run_dir = out / "runs" / r.cell.id
-    if kind == "local":
-        if r.job is not None:
-            st = r.job.state
-            alive = st == "RUNNING"
-        else:
-            alive = _pid_alive(int(r.job_id))
-            st = "RUNNING" if alive else "FINISHED"
-        if alive or _lock_held(run_dir):
-            return "RUNNING"
-        return st
-    job = r.job
-    if job is None:
-        submitit = _submitit()
-        job = r.job = submitit.SlurmJob(folder=r.folder, job_id=r.job_id)
-    st = str(job.watcher.get_state(r.job_id, mode="force")).split()[0].upper()
+    if kind == "local":  # a reattached job has no submitit handle: its controller's pid stands for it
+        st = r.job.state if r.job is not None else ("RUNNING" if _pid_alive(int(r.job_id)) else "FINISHED")
+        return "RUNNING" if st == "RUNNING" or Lock.held(run_dir) else st
+    if r.job is None:
+        r.job = _submitit().SlurmJob(folder=r.folder, job_id=r.job_id)
+    st = slurm_state(r.job)
     if st in SLURM_ALIVE:
         if st == "UNKNOWN" and time.time() - r.started > 600 and not _squeue_has(r.job_id):
             return "LOST"  # neither accounting nor the queue knows the job
         return "RUNNING"
     return st
+
+
+def slurm_state(job) -> str:
+    """SLURM's state of a submitit job now (accounting asked afresh), its first word upper-cased."""
+    return str(job.watcher.get_state(job.job_id, mode="force")).split()[0].upper()
 
 
 def _squeue_has(job_id: str) -> bool:
@@ -346,7 +332,7 @@ def supervise(cells: list, todo: list, out: Path, lc: LauncherConfig, state, dev
               show_progress: bool, bar=None) -> None:
     """Run ``todo`` through the launcher and wait for every submitted cell (``state.submitted`` reattached
     first); merges finished cells into ``rows.jsonl`` and records failures, updating ``state``."""
-    from .results import append_rows
+    from .results import append_rows, read_rows
 
     by_id = {c.id: c for c in cells}
     running: list[Running] = []
@@ -399,8 +385,6 @@ def supervise(cells: list, todo: list, out: Path, lc: LauncherConfig, state, dev
         base = {"cell": r.cell.id, "label": r.cell.label(), "launcher": lc.kind, "job_id": r.job_id, "folder": r.folder}
         rows_file, err_file = run_dir / CELL_ROWS, run_dir / CELL_ERROR
         if rows_file.exists() and not err_file.exists():
-            from .results import read_rows
-
             rows = read_rows(rows_file)
             append_rows(out / "rows.jsonl", rows)  # then the done line: a crash between the two is undone on the next start
             append_rows(out / "cells.jsonl", [{**base, "status": "done", "seconds": round(time.time() - r.started, 1),
@@ -481,14 +465,11 @@ def cell_states(folder: str | Path) -> list[dict]:
 def _live_state(rec: dict, out: Path, cid: str) -> str:
     kind = rec.get("launcher", "local")
     if kind == "local":
-        alive = _pid_alive(int(rec["job_id"])) or _lock_held(out / "runs" / cid)
-        return "running" if alive else "ended (not merged yet: rerun the sweep command)"
+        return "running" if _local_alive(rec["job_id"], out / "runs" / cid) else "ended (not merged yet: rerun the sweep command)"
     try:
-        submitit = _submitit()
-        st = str(submitit.SlurmJob(folder=rec["folder"], job_id=str(rec["job_id"])).watcher.get_state(str(rec["job_id"]), mode="force"))
+        st = slurm_state(_submitit().SlurmJob(folder=rec["folder"], job_id=str(rec["job_id"])))
     except Exception as e:  # noqa: BLE001 - status is best effort: say why
         return f"submitted (state unknown: {type(e).__name__})"
-    st = st.split()[0].upper()
     if st in ("PENDING", "REQUEUED", "CONFIGURING", "REQUEUE_HOLD"):
         return "queued"
     if st in SLURM_ALIVE:

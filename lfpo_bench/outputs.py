@@ -230,6 +230,23 @@ class Lock:
             os.close(self.fd)  # releases the flock
             self.fd = None
 
+    @staticmethod
+    def held(folder: str | Path) -> bool:
+        """Does a live process hold ``folder``'s lock now? (A dead holder's flock is gone with it.)"""
+        import fcntl
+
+        path = Path(folder) / ".lock"
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing releases a lock taken just now
+        return False
+
 
 _INTERRUPT: list[str] = []
 

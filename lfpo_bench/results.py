@@ -44,6 +44,11 @@ def check_output_dir(path: str | Path, flag: str = "--out-dir") -> Path:
     return path
 
 
+def rows_text(rows: list[dict[str, Any]]) -> str:
+    """Result rows as JSON lines, the one serialisation every rows file uses."""
+    return "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows)
+
+
 def append_rows(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """Append complete lines with one ``fsync``. A failed or short write (full disk, quota) restores the file
     to its previous length and raises ``UserError``: a results file is never left with a torn row that a
@@ -57,7 +62,7 @@ def append_rows(path: str | Path, rows: list[dict[str, Any]]) -> None:
     if path.exists() and not _looks_like_rows(path):
         raise UserError(f"{path}: exists and is not a results file; refusing to append rows to it")
     repair(path)
-    data = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows).encode()
+    data = rows_text(rows).encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     start = os.fstat(fd).st_size
     try:

@@ -42,7 +42,6 @@ pass restarts on the next run.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import time
@@ -57,7 +56,7 @@ from .decoding import DecodingSpec
 if TYPE_CHECKING:
     from .evaluate import EvalOptions
 from .provenance import config_hash
-from .results import append_rows, read_rows, repair
+from .results import append_rows, read_rows, repair, rows_text
 from .timing import TimingConfig
 from .types import UserError
 
@@ -221,8 +220,7 @@ def reconcile(out: Path, done: set[str]) -> int:
         return 0
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     with open(tmp, "w") as f:
-        for r in keep:
-            f.write(json.dumps(r, sort_keys=True, default=str) + "\n")
+        f.write(rows_text(keep))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
