@@ -323,14 +323,23 @@ def figure(results: dict[str, dict], path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def unbiased_ratio(row: dict) -> float:
+    """Measured cos(mean g, g*) over what an unbiased estimator with the row's per-batch variance would reach
+    with its number of batches: for g = g* + noise, E|mean g - g*|^2 / |g*|^2 = rel_var / n, so the expected
+    cosine is about 1 / sqrt(1 + rel_var / n). 1 = no visible bias; < 1 = the mean points elsewhere."""
+    return row["cos_mean"] * math.sqrt(1 + row["rel_var"] / row["batches"])
+
+
 def table(results: dict[str, dict], target: float = 0.9) -> str:
-    """Markdown: one row per (result, method)."""
-    lines = ["| setting | g* split-half | method | cos(mean g, g*) | mean cos(g, g*) | rel. variance | batches to "
-             f"{target} |", "|---|---|---|---|---|---|---|"]
+    """Markdown: one row per (result, method); in each result exact REINFORCE first, then the methods by cosine."""
+    lines = ["| setting (g* split-half) | method | cos(mean g, g*) | mean cos(g, g*) | rel. variance | ratio to unbiased "
+             f"| batches to {target} |", "|---|---|---|---|---|---|---|"]
     for title, res in results.items():
-        for r in res["rows"]:
-            lines.append(f"| {title} | {res['split_half_cos']:.3f} | {r['method']} | {r['cos_mean']:.3f} | {r['cos_batch']:.3f} | "
-                         f"{r['rel_var']:.2f} | {batches_to(r, target)} |")
+        rows = sorted(res["rows"], key=lambda r: (not r["method"].startswith("reinforce"), -r["cos_mean"]))
+        for i, r in enumerate(rows):
+            setting = f"{title} ({res['split_half_cos']:.3f})" if i == 0 else ""
+            lines.append(f"| {setting} | {r['method']} | {r['cos_mean']:.3f} | {r['cos_batch']:.3f} | {r['rel_var']:#.3g} | "
+                         f"{unbiased_ratio(r):.2f} | {batches_to(r, target)} |")
     return "\n".join(lines)
 
 
@@ -340,7 +349,9 @@ def report(folder) -> None:
     from pathlib import Path
 
     folder = Path(folder)
-    res = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    # NAME-start before NAME-mid (regenerate.sh's names), otherwise by name
+    paths = sorted(folder.glob("*.json"), key=lambda p: (p.stem.rsplit("-", 1)[0], not p.stem.endswith("-start"), p.stem))
+    res = {p.stem: json.loads(p.read_text()) for p in paths}
     if not res:
         raise UserError(f"no gradcheck results (*.json) in {folder}")
     (folder / "table.md").write_text(table(res) + "\n")

@@ -13,6 +13,8 @@ from lfpo_bench.gradcheck import (
     method_gradients,
     reinforce_gradient,
     sample_trajectories,
+    table,
+    unbiased_ratio,
 )
 from lfpo_bench.likelihood import trajectory_logps
 from lfpo_bench.models.loader import new_tiny
@@ -176,3 +178,16 @@ def test_a_cached_reference_gives_the_same_result_and_refuses_another_setting(tm
     assert merged["config"]["methods"] == ["diffu_grpo", "wd1"]
     with pytest.raises(UserError, match="another setting"):
         merge_results(first, {**more, "config": {**more["config"], "batches": 3}})
+
+
+def test_table_puts_reinforce_first_orders_by_cosine_and_gives_the_bias_ratio():
+    # rel_var 128 over 128 batches: an unbiased estimator reaches 1/sqrt(2), so cos 0.5 is a ratio of 0.5*sqrt(2)
+    row = {"method": "m", "batches": 128, "cos_mean": 0.5, "cos_batch": 0.1, "rel_var": 128.0, "cos@128": 0.5}
+    assert abs(unbiased_ratio(row) - 0.5 * 2 ** 0.5) < 1e-12
+    assert abs(unbiased_ratio({**row, "batches": 32, "rel_var": 96.0}) - 1.0) < 1e-12
+    rows = [dict(row, method="low", cos_mean=0.3), dict(row, method="reinforce (exact)", cos_mean=0.2),
+            dict(row, method="high", cos_mean=0.9)]
+    lines = table({"t-start": {"split_half_cos": 0.99, "rows": rows}}).splitlines()[2:]
+    assert [ln.split(" | ")[1] for ln in lines] == ["reinforce (exact)", "high", "low"]
+    assert lines[0].startswith("| t-start (0.990) |") and lines[1].startswith("|  | high")
+    assert " | 1.27 | " in lines[1]  # 0.9 * sqrt(2)
