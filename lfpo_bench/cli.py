@@ -326,7 +326,7 @@ def tune(
     for m, c in chosen.items():
         cfg = {**{f"train.{k}": v for k, v in c["tuned_train"].items()}, **{f"method.{k}": v for k, v in c["method_cfg"].items()}}
         console.print(f"{m}: trial {c['trial']} chosen ({', '.join(f'{k}={v}' for k, v in cfg.items()) or 'defaults'}), "
-                      f"validation {100 * c['val_accuracy']:.1f}%")
+                      f"validation {c.get('metric', 'accuracy')} {100 * c['val_accuracy']:.1f}%")
     console.print(f"final rows in {out_dir / 'final' / 'rows.jsonl'}; tables: lfpo-bench table {out_dir / 'final'} --paired-vs none")
 
 

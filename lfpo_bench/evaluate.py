@@ -162,6 +162,22 @@ def evaluate(
     return rows
 
 
+def metric_of(row, metric: str, where: str) -> float:
+    """A result row's score under ``metric``: "accuracy" (the task score) or one of its extra metrics.
+    ``row`` is a ResultRow or its dict (a rows.jsonl line); ``where`` names the rows in the error."""
+    acc, metrics = (row["accuracy"], row.get("metrics") or {}) if isinstance(row, dict) else (row.accuracy, row.metrics or {})
+    if metric == "accuracy":
+        return float(acc)
+    if metric not in metrics:
+        import difflib
+
+        known = sorted(k for k in metrics if k != "selected_update")
+        hint = difflib.get_close_matches(metric, known, n=1)
+        raise UserError(f"metric {metric!r}: {where} reports no such metric" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                        + f" (it has: accuracy{''.join(', ' + k for k in known)}); set train.val_metric to one of those")
+    return float(metrics[metric])
+
+
 @dataclass(frozen=True)
 class EvalOptions:
     """How an evaluation stage runs, apart from the decoding settings."""

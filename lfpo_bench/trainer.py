@@ -37,7 +37,7 @@ import torch
 
 from .decoding import Decoding, RolloutConfig
 from .distributed import Dist
-from .evaluate import evaluate
+from .evaluate import evaluate, metric_of
 from .fast_rollout import fast_rollout
 from .method import zero_signal_groups
 from .policies import PolicyBank
@@ -64,6 +64,7 @@ class TrainConfig:
     val_every: int = 20  # validate every N updates (0: only at start and end)
     val_limit: int | None = 200  # validation problems (None: all)
     val_steps: int | None = None  # greedy validation steps (None: rollout steps)
+    val_metric: str = "accuracy"  # what validation scores, selects on and `tune` compares: "accuracy" (the task score) or one of the task's metrics ("solved")
     select: str = "best_val"  # "best_val" | "last": which checkpoint is `run`'s "after" (both get rows: "after" and "last")
     eval_policy: str = "current"  # policy validated, selected and evaluated: "current" weights | "old" (the EMA/old policy of a method that keeps one)
     checkpoint_every: int = 20  # checkpoint every N updates (0: only at the end)
@@ -384,7 +385,7 @@ class Trainer:
             rows = evaluate(self.lm, task, [dec], split=task.val_split, seed=cfg.seed, limit=cfg.val_limit,
                             show_progress=False, batch_size=max(64, cfg.rollout.batch), dist=self.dist)
         self.lm.train()
-        return rows[0].accuracy
+        return metric_of(rows[0], cfg.val_metric, f"task {task.name!r}")
 
     def evaluated(self):
         """The policy that validation, selection and the run's rows see (``train.eval_policy``)."""

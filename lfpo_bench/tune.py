@@ -46,6 +46,7 @@ from pathlib import Path
 import yaml
 
 from .config import load_file
+from .evaluate import metric_of
 from .results import read_rows
 from .sweep import TOP_KEYS, expand, sweep
 from .types import UserError
@@ -159,9 +160,10 @@ def tune_spec(spec: dict, trials: dict, where: str) -> list[dict]:
     return specs
 
 
-def scores(out: Path) -> list[dict]:
-    """Every finished trial: method, trial index, configuration, validation accuracy of its last update (mean
-    over tasks/models; a method that does not train: its one checkpoint)."""
+def scores(out: Path, metric: str = "accuracy") -> list[dict]:
+    """Every finished trial: method, trial index, configuration, validation score under ``metric`` (the
+    protocol's ``train.val_metric``) of its last update (mean over tasks/models; a method that does not train:
+    its one checkpoint). The score is kept as ``val_accuracy`` whatever the metric, and named in ``metric``."""
     recs = []
     for f in sorted((out / "tune").glob("trial*/rows.jsonl"), key=lambda p: int(p.parent.name[5:])):
         i = int(f.parent.name[5:])
@@ -172,10 +174,11 @@ def scores(out: Path) -> list[dict]:
             if r.get("stage") != ("last" if r["method"] in trained else "after"):
                 continue
             key = (r["method"], json.dumps(r.get("method_cfg") or {}, sort_keys=True), json.dumps(r.get("train_cfg") or {}, sort_keys=True))
-            by.setdefault(key, []).append((r["accuracy"], (r.get("config") or {}).get("selected_update")))
+            score = metric_of(r, metric, f"trial {i}'s rows ({f})")
+            by.setdefault(key, []).append((score, (r.get("config") or {}).get("selected_update")))
         for (m, mc, tc), got in by.items():
             recs.append({"method": m, "trial": i, "method_cfg": json.loads(mc), "train_cfg": json.loads(tc),
-                         "val_accuracy": sum(a for a, _ in got) / len(got),
+                         "val_accuracy": sum(a for a, _ in got) / len(got), "metric": metric,
                          "selected_updates": sorted({u for _, u in got if u is not None})})
     return recs
 
@@ -265,6 +268,7 @@ def extension(points: list[tuple[dict, dict]], chosen: tuple[dict, dict]) -> tup
 
 
 def tuning_table(recs: list[dict], chosen: dict, trials: dict | None = None) -> str:
+    metric = recs[0].get("metric", "accuracy") if recs else "accuracy"
     def flat(r):
         return {**{f"train.{k}": v for k, v in r["train_cfg"].items()}, **{f"method.{k}": v for k, v in r["method_cfg"].items()}}
 
@@ -272,7 +276,7 @@ def tuning_table(recs: list[dict], chosen: dict, trials: dict | None = None) -> 
     # settings every trial shares (the protocol's train: section) are said once, above the table
     shared = {k: v for k, v in (cfgs[0] if cfgs else {}).items() if all(c.get(k, object()) == v for c in cfgs)}
     lines = ["every trial: " + (", ".join(f"{k}={v}" for k, v in sorted(shared.items())) or "(defaults)"), "",
-             "| method | trial | configuration | validation accuracy (last update) | selected update | chosen |", "|---|---|---|---|---|---|"]
+             f"| method | trial | configuration | validation {metric} (last update) | selected update | chosen |", "|---|---|---|---|---|---|"]
     for r in sorted(recs, key=lambda r: (r["method"], r["trial"])):
         cfg = {k: v for k, v in flat(r).items() if k not in shared}
         text = ", ".join(f"{k}={v}" for k, v in sorted(cfg.items())) or "(defaults)"
@@ -284,7 +288,7 @@ def tuning_table(recs: list[dict], chosen: dict, trials: dict | None = None) -> 
         ups = r.get("selected_updates") or []
         kept = ", ".join(map(str, ups)) + (" (its start)" if ups == [0] and r["method"] != "none" else "") if ups else "-"
         lines.append(f"| {r['method']} | {r['trial']} | {text} | {100 * r['val_accuracy']:.1f} | {kept} | {mark} |")
-    return "\n".join(lines) + ("\n\nvalidation accuracy: of each trial's last update (the selected checkpoint was picked on "
+    return "\n".join(lines) + (f"\n\nvalidation {metric}: of each trial's last update (the selected checkpoint was picked on "
                                "the same validation problems). selected update: the checkpoint the run's validation picked "
                                "(0: training never beat the starting policy on validation). on the grid's edge: the best "
                                "value may lie beyond the grid; tune.extend_edges adds one trial past it for every method.")
@@ -343,7 +347,8 @@ def _tune_in(spec, path, where, trials, specs, out_dir: Path, device, show_progr
             sweep(str(f), out=str(out_dir / "tune" / f"trial{i}"), device=device, show_progress=show_progress, **launch)
 
     run_trials(specs)
-    recs = scores(out_dir)
+    metric = str((spec.get("train") or {}).get("val_metric") or "accuracy")  # what each run's validation selects on, too
+    recs = scores(out_dir, metric)
     chosen = choose(recs, trials, spec.get("train") or {})
     for _ in range(int((spec.get("tune") or {}).get("extend_edges", 0))):  # every training method: one more trial
         grew = False
@@ -359,7 +364,7 @@ def _tune_in(spec, path, where, trials, specs, out_dir: Path, device, show_progr
         for s in specs:
             expand(s, where)
         run_trials(specs)  # finished trials are sweeps already done: only the new cells run
-        recs = scores(out_dir)
+        recs = scores(out_dir, metric)
         chosen = choose(recs, trials, spec.get("train") or {})
     (out_dir / "tuning.jsonl").write_text("".join(json.dumps({**r, "chosen": chosen.get(r["method"], {}).get("trial") == r["trial"]},
                                                              sort_keys=True) + "\n" for r in recs))

@@ -288,3 +288,28 @@ def test_a_run_writes_selected_and_last_rows_with_its_counted_budget(tmp_path, m
     log = [e for e in res.history if e.get("stage") != "start"]
     assert budget["opt_steps"] == sum(e["opt_steps"] for e in log) == 2 * 2 - 2 * budget["skipped_updates"]
     assert budget["backwards"] == sum(e["bwd_passes"] for e in log) and budget["rollout_forwards"] > 0
+
+
+@pytest.mark.parametrize("metric, best", [("accuracy", 2), ("solved", 4)])
+def test_validation_selects_on_train_val_metric(tmp_path, monkeypatch, metric, best):
+    """Validation scores (and selects) under train.val_metric: here the task score peaks at update 2, the
+    solved rate at update 4. A metric the task does not report is refused with the names it has."""
+    import types
+
+    import lfpo_bench.trainer as trainer_mod
+    from lfpo_bench.types import UserError
+
+    seq = iter([(0.5, 0.1), (0.9, 0.2), (0.6, 0.7)])  # (accuracy, solved) at updates 0, 2, 4
+
+    def fake_evaluate(*a, **k):
+        acc, solved = next(seq)
+        return [types.SimpleNamespace(accuracy=acc, metrics={"solved": solved})]
+
+    monkeypatch.setattr(trainer_mod, "evaluate", fake_evaluate)
+    cfg = TrainConfig(**{**SMALL, "val_metric": metric})
+    r = Trainer(fresh(), NoisyReward(), method("diffu_grpo", kl_beta=0.0), cfg, tmp_path, show_progress=False).fit()
+    assert r.best_update == best
+    seq = iter([(0.5, 0.1)])
+    with pytest.raises(UserError, match="'solve'.*did you mean 'solved'.*it has: accuracy, solved"):
+        Trainer(fresh(), NoisyReward(), method("diffu_grpo", kl_beta=0.0), TrainConfig(**{**SMALL, "val_metric": "solve"}),
+                tmp_path / "bad", show_progress=False).fit()

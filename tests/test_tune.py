@@ -152,3 +152,26 @@ def test_tuning_scores_each_trial_on_its_last_update_and_extends_edges_for_every
     assert "last update" in table
     with pytest.raises(UserError, match="extend_edges"):
         plan({**SPEC, "tune": {**SPEC["tune"], "extend_edges": -1}}, "t")
+
+
+def test_a_protocol_metric_scores_the_trials_and_a_wrong_name_is_refused(tmp_path):
+    """train.val_metric ("solved") is what tuning compares; the task score would choose the other trial."""
+    from lfpo_bench.tune import scores, tuning_table
+
+    def row(method, acc, solved, lr):
+        return json.dumps({"method": method, "stage": "last", "accuracy": acc, "metrics": {"solved": solved},
+                           "method_cfg": {}, "train_cfg": {"lr": lr}, "config": {"selected_update": 2}})
+
+    for i, (acc, solved) in enumerate([(0.9, 0.2), (0.8, 0.5)]):
+        d = tmp_path / "tune" / f"trial{i}"
+        d.mkdir(parents=True)
+        (d / "rows.jsonl").write_text(row("lfpo", acc, solved, 10.0 ** -(i + 4)) + "\n")
+    trials = {"lfpo": [({"lr": 1e-4}, {}), ({"lr": 1e-5}, {})]}
+    by_acc = choose(scores(tmp_path), trials, {})
+    by_solved = choose(recs := scores(tmp_path, "solved"), trials, {})
+    assert by_acc["lfpo"]["trial"] == 0 and by_solved["lfpo"]["trial"] == 1
+    assert by_solved["lfpo"]["val_accuracy"] == pytest.approx(0.5)
+    assert "validation solved (last update)" in tuning_table(recs, by_solved, trials)
+    with pytest.raises(UserError, match=r"'solvd'.*did you mean 'solved'.*train.val_metric"):
+        scores(tmp_path, "solvd")
+
