@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Wall time of the same sweep work inline vs through the local launcher (--launcher local --jobs N), measured
 # in one session, and the check that both give the same rows. Default work: results/reference/regenerate.sh
-# --quick --part PART (every part of --quick takes ~30 min inline on 2 cores; one part is the quick check).
-#   bash bench/launcher_wall.sh [--jobs N] [--part PART]... [--all]
+# --quick --part PART (seconds-long cells); --sweep FILE times one sweep file instead (bench/launcher_wall.yaml:
+# four full-size training cells).
+#   bash bench/launcher_wall.sh [--jobs N] [--part PART]... [--all] [--sweep FILE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-jobs=2; parts=(); all=0
+jobs=2; parts=(); all=0; sweep_file=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --jobs) shift; jobs=$1 ;;
     --part) shift; parts+=(--part "$1") ;;
     --all) all=1 ;;
-    *) echo "launcher_wall.sh: unknown option $1 (--jobs N, --part PART, --all)" >&2; exit 2 ;;
+    --sweep) shift; sweep_file=$1 ;;
+    *) echo "launcher_wall.sh: unknown option $1 (--jobs N, --part PART, --all, --sweep FILE)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -19,10 +21,19 @@ done
 tmp=$(mktemp -d /tmp/lfpo-launcher-wall.XXXXXX)
 export LFPO_BENCH_PROGRESS=0
 # the embedded default of each task is pretrained on first use: do that before either timing, not inside the first
-want=$([ "$all" = 1 ] && echo "sudoku4 countdown3-mini toy-code" || printf '%s\n' "${parts[@]}" | grep -v -- --part | sed 's/^ablation$/sudoku4/')
+if [ -n "$sweep_file" ]; then
+  want=$(python -c "import sys, yaml; print(' '.join(yaml.safe_load(open(sys.argv[1]))['tasks']))" "$sweep_file")
+else
+  want=$([ "$all" = 1 ] && echo "sudoku4 countdown3-mini toy-code" || printf '%s\n' "${parts[@]}" | grep -v -- --part | sed 's/^ablation$/sudoku4/')
+fi
 python -c "import sys; from lfpo_bench.pretrain import ensure_tiny; [ensure_tiny(t) for t in sys.argv[1:]]" $want
-t0=$(date +%s); bash results/reference/regenerate.sh --quick ${parts[@]+"${parts[@]}"} "$tmp/inline" > "$tmp/inline.log" 2>&1; t1=$(date +%s)
-bash results/reference/regenerate.sh --quick ${parts[@]+"${parts[@]}"} --launcher local --jobs "$jobs" "$tmp/local" > "$tmp/local.log" 2>&1; t2=$(date +%s)
+work() {  # $1: output folder, then the launcher options
+  local out=$1; shift
+  if [ -n "$sweep_file" ]; then lfpo-bench sweep --config "$sweep_file" --out "$out" "$@"
+  else bash results/reference/regenerate.sh --quick ${parts[@]+"${parts[@]}"} "$@" "$out"; fi
+}
+t0=$(date +%s); work "$tmp/inline" --launcher inline > "$tmp/inline.log" 2>&1; t1=$(date +%s)
+work "$tmp/local" --launcher local --jobs "$jobs" > "$tmp/local.log" 2>&1; t2=$(date +%s)
 python - "$tmp" "$((t1 - t0))" "$((t2 - t1))" "$jobs" <<'PY'
 import json, sys
 from pathlib import Path
