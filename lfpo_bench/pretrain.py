@@ -30,9 +30,12 @@ __all__ = ["DEFAULTS", "PretrainConfig", "checkpoint_path", "default_config", "e
 log = logging.getLogger(__name__)
 
 
-def ensure_tiny(task: str, quiet: bool = False) -> Path:
-    """The cached default tiny checkpoint for ``task``, pretraining it first if missing."""
-    cfg = default_config(task)
+def ensure_tiny(task: str, quiet: bool = False, steps: int | None = None) -> Path:
+    """The cached tiny checkpoint for ``task`` (its default pretraining, or the same with ``steps`` optimiser
+    steps: fewer make a weaker start), pretraining it first if missing."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise UserError(f"tiny:{task}@{steps}: the pretraining steps must be a whole number >= 1")
+    cfg = with_overrides(default_config(task), steps=steps)
     path = checkpoint_path(cfg)
     if (path / "config.json").exists():
         return path

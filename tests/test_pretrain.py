@@ -55,3 +55,30 @@ def test_pretrain_config_key_changes_with_any_field():
         other = v + "-x" if isinstance(v, str) else v * 2 + 1
         keys.add(dataclasses.replace(a, **{f.name: type(v)(other)}).key())
     assert len(keys) == len(dataclasses.fields(a)) + 1  # every field, changed alone, gives a new key
+
+
+def test_tiny_at_steps_is_the_same_pretraining_with_fewer_steps_cached_apart(monkeypatch, tmp_path):
+    """tiny:<task>@N: the task's default pretraining with N optimiser steps. It is its own cached checkpoint
+    (the default is not touched), other weights than the default, and a bad N is refused naming the spelling."""
+    import pytest
+
+    from lfpo_bench.models.loader import load_model
+    from lfpo_bench.types import UserError
+
+    monkeypatch.setenv("LFPO_BENCH_CACHE", str(tmp_path))
+    small = pt.PretrainConfig(task="sudoku4", steps=40, batch_size=16, d_model=16, n_layers=1, n_heads=1)
+    monkeypatch.setitem(pt.DEFAULTS, "sudoku4", small)
+    early = load_model("tiny:sudoku4@2", quiet=True)
+    assert early.name == "tiny:sudoku4@2"
+    full_path, early_path = pt.ensure_tiny("sudoku4", quiet=True), pt.ensure_tiny("sudoku4", quiet=True, steps=2)
+    assert full_path != early_path and (early_path / "config.json").exists()
+    import json
+
+    assert json.loads((early_path / "pretrain.json").read_text())["config"]["steps"] == 2
+    from safetensors.torch import load_file
+
+    a, b = load_file(full_path / "model.safetensors"), load_file(early_path / "model.safetensors")
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    for bad in ("tiny:sudoku4@x", "tiny:sudoku4@", "tiny:sudoku4@0", "tiny:sudoku4@-3"):
+        with pytest.raises(UserError, match="pretraining steps|whole number"):
+            load_model(bad, quiet=True)

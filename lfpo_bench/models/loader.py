@@ -3,7 +3,8 @@
 Specs:
 
 - ``tiny``: the built-in tiny model pretrained on the task's synthetic task (trained on first use, cached);
-- ``tiny:<task>``: pretrained on that synthetic task; ``tiny-random``: untrained, for tests and benchmarks;
+- ``tiny:<task>``: pretrained on that synthetic task; ``tiny:<task>@<steps>``: the same pretraining with
+  ``steps`` optimiser steps instead of the default (fewer: a weaker start; cached like the default); ``tiny-random``: untrained, for tests and benchmarks;
 - ``tiny-llada``: a tiny random checkpoint in the official LLaDA layout (exercises the real-model path);
 - a local folder: a saved tiny checkpoint, a native LLaDA checkpoint, or any HF checkpoint of a known family;
 - a hub id (``GSAI-ML/LLaDA-8B-Instruct``, ``Dream-org/Dream-v0-Instruct-7B``, ``apple/DiffuCoder-7B-cpGRPO``):
@@ -90,9 +91,12 @@ def load_model(spec: str, *, task=None, device: str | torch.device = "cpu", dtyp
         )
 
         pre = spec.split(":", 1)[1] if ":" in spec else (getattr(task, "tiny_pretrain", None) or "sudoku4")
-        path = ensure_tiny(pre, quiet=quiet)
+        pre, at, steps = pre.partition("@")  # tiny:<task>@<steps>: pretrained for that many steps instead
+        if at and not steps.isdigit():
+            raise UserError(f"model {spec!r}: after '@' give the pretraining steps as a whole number, e.g. tiny:{pre}@200")
+        path = ensure_tiny(pre, quiet=quiet, steps=int(steps) if at else None)
         lm = _load_tiny_dir(path, device, dtype)
-        lm.name = f"tiny:{pre}"
+        lm.name = f"tiny:{pre}" + (f"@{steps}" if at else "")
         return lm
     path = Path(spec).expanduser()
     if path.is_dir():
