@@ -402,6 +402,7 @@ def gradcheck(
 def table(
     paths: list[str] = typer.Argument(..., help="rows.jsonl files or sweep/run folders"),
     metric: str = typer.Option("accuracy", help="accuracy (the task score) or an extra metric such as solved"),
+    stage: str = typer.Option("after", help="after: each run's validation-selected checkpoint | last: its last update"),
     fmt: str = typer.Option("markdown", "--format", help="markdown | csv | latex"),
     paired_vs: Optional[str] = typer.Option(None, help="mark differences significant against this method (†)"),
     target: Optional[float] = typer.Option(None, help="equal-accuracy view: accuracy to reach, e.g. 0.6"),
@@ -416,6 +417,8 @@ def table(
 
     if fmt not in ("markdown", "csv", "latex"):
         raise UserError(f"--format must be markdown, csv or latex, got {fmt!r}")
+    if stage not in ("after", "last"):
+        raise UserError(f"--stage must be after (the validation-selected checkpoint) or last (the last update), got {stage!r}")
     if target is not None and not 0 < target <= 1:
         raise UserError(f"--target {target}: the accuracy to reach, as a fraction in (0, 1] (e.g. 0.85 for 85%)")
     if out:
@@ -427,9 +430,10 @@ def table(
         if Path(out).resolve() in inputs or Path(out).suffix == ".jsonl":
             raise UserError(f"--out {out}: would overwrite result rows; write the table to a new file such as table.md")
         check_file(out, "table", "--out", "table.md")
-    df = report.load_rows(paths, metric=metric)
+    df = report.load_rows(paths, metric=metric, stage=stage)
     mixed = report.check_provenance(df, allow_mixed=allow_mixed or not check)
-    parts = [f"{metric} (%), mean ± 95% CI half-width over problems and seeds" + ("; † p < 0.05 vs " + paired_vs + ", " + report.SEED_AWARE if paired_vs else ""),
+    parts = [f"{metric} (%), mean ± 95% CI half-width over problems and seeds"
+             + ("; last update of every run (--stage last)" if stage == "last" else "") + ("; † p < 0.05 vs " + paired_vs + ", " + report.SEED_AWARE if paired_vs else ""),
              report.render(report.comparison_table(df, paired_vs=paired_vs, fmt=fmt), fmt)]
     note = report.tuned_note(df)  # what each task chose, for methods shown as method[tuned]
     if note:

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 def load_rows(paths: Iterable[str | Path], stage: str | None = "after", metric: str = "accuracy") -> pd.DataFrame:
     """Rows from JSONL files or folders (``rows.jsonl`` inside), as a DataFrame; ``stage`` keeps only
-    trained-and-evaluated rows ("after"; plain ``eval`` rows are kept too). ``metric``: "accuracy" (the
+    trained-and-evaluated rows ("after": the checkpoint each run's validation selected; "last": its last update,
+    or its one checkpoint when it did not train; plain ``eval`` rows are kept too). ``metric``: "accuracy" (the
     task score) or one of the task's extra metrics (e.g. "solved"), which then becomes ``scores``."""
     recs = []
     for p in paths:
@@ -82,7 +83,11 @@ def load_rows(paths: Iterable[str | Path], stage: str | None = "after", metric: 
         if dup.any():  # e.g. a sweep folder and its runs/ both given: count each row once
             log.warning("ignoring %d duplicate rows (same run, stage and setting)", int(dup.sum()))
             df = df[~dup]
-    if stage is not None and "stage" in df:
+    if stage == "last" and "stage" in df:  # a run that did not train has no last update: its one checkpoint stands in
+        runs_with_last = set(df.loc[df["stage"] == "last", "run_id"]) if "run_id" in df else set()
+        keep = (df["stage"] == "last") | (df["stage"] == "after") & ~df.get("run_id", pd.Series("", index=df.index)).isin(runs_with_last)
+        df = df[keep | (df["stage"] == "eval")]
+    elif stage is not None and "stage" in df:
         df = df[df["stage"].isin([stage, "eval"])]
         if df.empty:
             raise UserError(f"no {stage!r} rows in {', '.join(map(str, paths))}: the run(s) have not finished training yet "

@@ -250,3 +250,19 @@ def test_seed_aware_tables_do_not_mark_a_one_seed_fluke(tmp_path):
     cell = dt.loc["m"].iloc[0]
     lo = float(cell.split("[")[1].split(",")[0])
     assert "†" not in cell and lo < 0
+
+
+def test_stage_last_reads_each_trained_runs_last_update_and_the_untrained_start(tmp_path):
+    import json
+
+    rows = []
+    for seed in (0, 1):
+        rows.append({**row("none", 4, [1, 0, 0, 0], seed), "run_id": f"none-{seed}"})
+        rows.append({**row("m", 4, [1, 1, 1, 0], seed), "run_id": f"m-{seed}"})  # the validation-selected checkpoint
+        rows.append({**row("m", 4, [1, 0, 0, 1], seed), "run_id": f"m-{seed}", "stage": "last"})
+    p = tmp_path / "rows.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    acc = lambda df: df.groupby("method")["accuracy"].mean().to_dict()  # noqa: E731
+    assert acc(report.load_rows([p])) == {"none": 0.25, "m": 0.75}
+    last = report.load_rows([p], stage="last")
+    assert acc(last) == {"none": 0.25, "m": 0.5} and len(last) == 4

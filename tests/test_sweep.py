@@ -106,14 +106,21 @@ def test_shipped_presets_expand_and_use_steps_ratio():
 
 def test_shipped_tune_protocols_give_every_method_the_same_budget():
     from lfpo_bench.config import load_file
+    from lfpo_bench.registry import METHODS
     from lfpo_bench.sweep import PRESETS
-    from lfpo_bench.tune import plan, tune_spec
+    from lfpo_bench.tune import knob_values, plan, tune_spec
 
     names = [f"fair-{t}{q}" for t in ("sudoku4", "countdown3-mini", "toy-code") for q in ("", "-quick")]
     assert {p.stem for p in PRESETS.glob("fair-*.yaml")} == set(names)
+    trained = sorted(m for m in METHODS.names() if m not in ("none", "sft"))
     for name in names:
         spec = load_file(PRESETS / f"{name}.yaml")
+        assert sorted(spec["methods"]) == sorted(["none", *trained]), name  # every method the harness ships
         trials = plan(spec, name)
         assert len({len(p) for m, p in trials.items() if m != "none"}) == 1
-        for s in tune_spec(spec, trials, name):
+        assert spec["tune"].get("extend_edges"), name
+        for m, points in trials.items():  # each method's own knobs, not only the learning rate
+            if m != "none":
+                assert (set(knob_values(points)) | {f"method.{k}" for _, mc in points for k in mc}) - {"train.lr"}, (name, m)
+        for s in tune_spec(spec, trials, name):  # every knob a field of its method's config, in range
             assert expand(s) and s["eval"]["split"] == "validation"

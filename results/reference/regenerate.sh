@@ -2,12 +2,11 @@
 # Regenerate the reference set (the tuned comparison on three tasks and the LFPO ablation) into a new folder.
 #   bash results/reference/regenerate.sh [--quick] [--part NAME]... [--launcher inline|local|slurm] [--jobs N] [OUT]
 # Parts: sudoku4, countdown3-mini, toy-code (the fair protocol, lfpo_bench/presets/fair-<task>.yaml) and
-# ablation (lfpo-ablation-sudoku4 at the learning rate the sudoku4 tuning chose for LFPO, so it runs after
+# ablation (lfpo-ablation-sudoku4 from the configuration the sudoku4 tuning chose for LFPO, so it runs after
 # sudoku4). Default: all four, in that order. Every part resumes: run the same command again.
-# --quick runs the fair-<task>-quick presets and a shrunk ablation (a smoke test of the protocol, ~30 min).
-# --launcher/--jobs: where the cells run (docs/sweeps.md "On a cluster"); the default is inline.
-# Parts can run side by side (e.g. `--part toy-code --part countdown3-mini` in one shell, `--part sudoku4
-# --part ablation` in another); the committed set was made that way with OMP_NUM_THREADS=1 per shell.
+# --quick runs the fair-<task>-quick presets and a shrunk ablation (a smoke test of the protocol).
+# --launcher/--jobs: where the cells run (docs/sweeps.md "On a cluster"); the default is the local launcher with
+# 2 workers (this machine's 2 cores, one torch thread each). Each part's wall time goes to OUT/parts.log.
 set -euo pipefail
 quick=""; parts=(); out=""; launch=()
 while [ $# -gt 0 ]; do
@@ -22,17 +21,24 @@ while [ $# -gt 0 ]; do
   shift
 done
 [ ${#parts[@]} -gt 0 ] || parts=(sudoku4 countdown3-mini toy-code ablation)
+[ ${#launch[@]} -gt 0 ] || launch=(--launcher local --jobs 2)
+# the metric a part is compared on: its protocol's train.val_metric (sudoku4: solved), else the task score
+metric() { python -c "import sys, yaml; from lfpo_bench.sweep import PRESETS
+print((yaml.safe_load((PRESETS / (sys.argv[1] + '.yaml')).read_text()).get('train') or {}).get('val_metric') or 'accuracy')" "$1"; }
 out="${out:-results/rerun$quick}"
 mkdir -p "$out"
 for p in "${parts[@]}"; do
   start=$(date +%s)
   case "$p" in
     sudoku4|countdown3-mini|toy-code)
-      lfpo-bench tune --config "fair-$p$quick" --out "$out/fair-$p" ${launch[@]+"${launch[@]}"}
-      lfpo-bench table "$out/fair-$p/final" --paired-vs none --out "$out/fair-$p/table.md" > /dev/null ;;
+      lfpo-bench tune --config "fair-$p$quick" --out "$out/fair-$p" "${launch[@]}"
+      m=$(metric "fair-$p$quick")
+      lfpo-bench table "$out/fair-$p/final" --metric "$m" --paired-vs none --out "$out/fair-$p/table.md" > /dev/null
+      lfpo-bench table "$out/fair-$p/final" --metric "$m" --paired-vs lfpo --out "$out/fair-$p/table-vs-lfpo.md" > /dev/null
+      lfpo-bench table "$out/fair-$p/final" --metric "$m" --stage last --paired-vs none --out "$out/fair-$p/table-last.md" > /dev/null ;;
     ablation)
       [ -f "$out/fair-sudoku4/final/chosen.json" ] || { echo "regenerate.sh: the ablation starts from the sudoku4 tuning's choice; run --part sudoku4 first" >&2; exit 2; }
-      python - "$out" "$quick" <<'PY'
+      base=$(python - "$out" "$quick" <<'PY'
 import json, sys
 from pathlib import Path
 import yaml
@@ -41,25 +47,34 @@ out, quick = Path(sys.argv[1]), sys.argv[2]
 chosen = json.loads((out / "fair-sudoku4" / "final" / "chosen.json").read_text())["lfpo"]
 spec = yaml.safe_load((PRESETS / "lfpo-ablation-sudoku4.yaml").read_text())
 spec["train"].update({k.split(".", 1)[1]: v for k, v in chosen.items() if k.startswith("train.")})
-for v in spec["method"]["lfpo"]:
-    v.update({k.split(".", 1)[1]: x for k, x in chosen.items() if k.startswith("method.") and k.split(".", 1)[1] not in v})
-if quick:  # the same variants and seeds, shrunk like the fair-*-quick presets
+variants = []
+for v in spec["method"]["lfpo"]:  # each variant changes its own knobs from the tuned LFPO; one equal to the base goes
+    v = {**{k.split(".", 1)[1]: x for k, x in chosen.items() if k.startswith("method.")}, **v}
+    if v not in variants:
+        variants.append(v)
+spec["method"]["lfpo"] = variants
+if quick:  # the same variants, one seed, shrunk like the fair-*-quick presets
     spec["name"] += "-quick"
-    spec["train"].update(updates=4, val_every=2, val_limit=50)
-    spec["eval"] = {"steps": [1, 4], "limit": 100}
+    spec["seeds"] = [0]
+    spec["train"].update(updates=2, val_every=2, val_limit=20)
+    spec["eval"] = {**spec["eval"], "steps": [1, 4], "limit": 50}
 f = out / "lfpo-ablation.yaml"
-f.write_text("# written by regenerate.sh: lfpo-ablation-sudoku4 at the sudoku4 tuning's choice for LFPO\n"
+f.write_text("# written by regenerate.sh: lfpo-ablation-sudoku4 from the sudoku4 tuning's choice for LFPO\n"
              + yaml.safe_dump(spec, sort_keys=False))
+print("lfpo[" + ",".join(f"{k}={v}" for k, v in sorted(variants[0].items())) + "]")  # the base's table label
 PY
-      lfpo-bench sweep --config "$out/lfpo-ablation.yaml" --out "$out/lfpo-ablation" ${launch[@]+"${launch[@]}"}
-      lfpo-bench table "$out/lfpo-ablation" --deltas-vs "lfpo[remasking=low_confidence,temperature=0.9]" \
+)
+      lfpo-bench sweep --config "$out/lfpo-ablation.yaml" --out "$out/lfpo-ablation" "${launch[@]}"
+      lfpo-bench table "$out/lfpo-ablation" --metric "$(metric lfpo-ablation-sudoku4)" --deltas-vs "$base" \
         --out "$out/lfpo-ablation/table.md" > /dev/null ;;
     *) echo "regenerate.sh: unknown part $p (sudoku4, countdown3-mini, toy-code, ablation)" >&2; exit 2 ;;
   esac
   echo "part $p done in $(( $(date +%s) - start )) s" | tee -a "$out/parts.log"
 done
 if [ -d "$out/fair-sudoku4/final" ] && [ -d "$out/fair-countdown3-mini/final" ] && [ -d "$out/fair-toy-code/final" ]; then
-  lfpo-bench table "$out"/fair-*/final --paired-vs none --out "$out/table.md" > /dev/null
-  lfpo-bench table "$out"/fair-*/final --paired-vs lfpo --out "$out/table-vs-lfpo.md" > /dev/null
-  echo "combined tables: $out/table.md (paired tests against none), $out/table-vs-lfpo.md (against LFPO)"
+  for v in table table-vs-lfpo table-last; do  # one table per task: each is read on its own metric
+    for t in sudoku4 countdown3-mini toy-code; do echo "## $t"; echo; cat "$out/fair-$t/$v.md"; echo; done > "$out/$v.md"
+  done
+  echo "combined tables: $out/table.md (paired tests against none), $out/table-vs-lfpo.md (against LFPO)," \
+    "$out/table-last.md (every run's last update, against none)"
 fi
