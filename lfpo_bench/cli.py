@@ -405,7 +405,8 @@ def table(
     stage: str = typer.Option("after", help="after: each run's validation-selected checkpoint | last: its last update"),
     fmt: str = typer.Option("markdown", "--format", help="markdown | csv | latex"),
     paired_vs: Optional[str] = typer.Option(None, help="mark differences significant against this method (†)"),
-    target: Optional[float] = typer.Option(None, help="equal-accuracy view: accuracy to reach, e.g. 0.6"),
+    target: Optional[str] = typer.Option(None, help="equal-accuracy view: accuracy to reach, e.g. 0.6, or auto (per task, the "
+                                         "highest accuracy every method reaches)"),
     baseline: Optional[str] = typer.Option(None, help="equal-accuracy view: method the NFE ratio is taken against"),
     deltas_vs: Optional[str] = typer.Option(None, help="ablation view: each method label's difference to this one, e.g. lfpo"),
     check: bool = typer.Option(False, help="fail if rows mix code versions or datasets"),
@@ -419,8 +420,13 @@ def table(
         raise UserError(f"--format must be markdown, csv or latex, got {fmt!r}")
     if stage not in ("after", "last"):
         raise UserError(f"--stage must be after (the validation-selected checkpoint) or last (the last update), got {stage!r}")
-    if target is not None and not 0 < target <= 1:
-        raise UserError(f"--target {target}: the accuracy to reach, as a fraction in (0, 1] (e.g. 0.85 for 85%)")
+    if target is not None and target != "auto":
+        try:
+            target = float(target)
+        except ValueError:
+            raise UserError(f"--target {target!r}: a fraction in (0, 1] (e.g. 0.85 for 85%) or auto") from None
+        if not 0 < target <= 1:
+            raise UserError(f"--target {target}: the accuracy to reach, as a fraction in (0, 1] (e.g. 0.85 for 85%)")
     if out:
         from pathlib import Path
 
@@ -446,8 +452,11 @@ def table(
         parts += ["", f"difference to {deltas_vs} in points, [95% CI]; † p < 0.05; both {report.SEED_AWARE}",
                   report.render(report.delta_table(df, deltas_vs), fmt)]
     if target is not None:
-        eq = report.equal_accuracy(df, target, baseline)
-        parts += ["", f"equal accuracy: fewest mean NFE, fewest ms per request and fewest ms per sample reaching {100 * target:.0f}%"
+        goal = report.common_targets(df) if target == "auto" else target
+        eq = report.equal_accuracy(df, goal, baseline)
+        said = (", ".join(f"{t} {100 * v:.1f}%" for t, v in goal.items()) + " (the highest every method reaches)"
+                if isinstance(goal, dict) else f"{100 * goal:.0f}%")
+        parts += ["", f"equal accuracy: fewest mean NFE, fewest ms per request and fewest ms per sample reaching {said}"
                   + (f" (ratios vs {baseline})" if baseline else ""),
                   report.render(eq.set_index(["task", "method"]).round(3), fmt)]
     parts += ["", report.footer(df, list(paths))] + [f"WARNING: {m}" for m in mixed]

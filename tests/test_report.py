@@ -266,3 +266,26 @@ def test_stage_last_reads_each_trained_runs_last_update_and_the_untrained_start(
     assert acc(report.load_rows([p])) == {"none": 0.25, "m": 0.75}
     last = report.load_rows([p], stage="last")
     assert acc(last) == {"none": 0.25, "m": 0.5} and len(last) == 4
+
+
+def test_auto_target_is_the_highest_accuracy_every_method_reaches(rows_file):
+    df = report.load_rows([rows_file])
+    summ = report.summarize(df, n_boot=10)
+    best = summ.groupby("method")["mean"].max()
+    goal = report.common_targets(df)
+    assert goal == {"t": best.min()} and best["base"] < best["better"]
+    eq = report.equal_accuracy(df, goal, baseline="base").set_index("method")
+    assert not eq["setting"].eq("not reached").any()  # the weakest method reaches it at its best setting
+    assert eq.loc["base", "setting"] == summ[summ.method == "base"].sort_values("mean").iloc[-1]["setting"]
+    assert eq.loc["better", "nfe"] <= eq.loc["base", "nfe"]
+
+
+def test_table_target_auto_and_a_bad_target_on_the_cli(rows_file):
+    from typer.testing import CliRunner
+
+    from lfpo_bench.cli import app
+
+    res = CliRunner().invoke(app, ["table", str(rows_file), "--target", "auto", "--baseline", "base"])
+    assert res.exit_code == 0 and "the highest every method reaches" in res.output
+    res = CliRunner().invoke(app, ["table", str(rows_file), "--target", "most"])
+    assert isinstance(res.exception, UserError) and "or auto" in str(res.exception)
