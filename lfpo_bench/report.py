@@ -418,8 +418,10 @@ def equal_accuracy(df: pd.DataFrame, target: float | dict[str, float], baseline:
                        sample_setting="", ms_sample=np.nan)
         rows.append(row)
     out = pd.DataFrame(rows)
-    if baseline is not None and len(out):
-        base = out[out.method == baseline].set_index("task")
+    if baseline is not None and len(out):  # a label, or a method name with one label per task (a tuned method)
+        lab = df.assign(method_label=labels(df))
+        of = resolve_method(lab, baseline, "--baseline")
+        base = out[out.apply(lambda r: of.get(r["task"]) == r["method"], axis=1)].set_index("task")
         for col in ("nfe", "ms", "ms_sample"):
             out[f"{col}_ratio"] = out[col] / out["task"].map(base[col]).astype(float)
     return out

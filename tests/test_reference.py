@@ -56,6 +56,7 @@ def test_quick_regeneration_writes_the_whole_protocol(tmp_path):
     assert arows and {r["split"] for r in arows} == {"validation"}
     assert "delta" in (abl / "table.md").read_text().lower()
     assert "--stage last" in (out / "fair-sudoku4" / "table-last.md").read_text()
+    assert "the highest every method reaches" in (out / "fair-toy-code" / "table-vs-lfpo.md").read_text()
     combined = (out / "table.md").read_text()
     assert all(f"## {t}" in combined for t in TASKS)
     sys.stdout.write((out / "parts.log").read_text())

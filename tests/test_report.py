@@ -289,3 +289,18 @@ def test_table_target_auto_and_a_bad_target_on_the_cli(rows_file):
     assert res.exit_code == 0 and "the highest every method reaches" in res.output
     res = CliRunner().invoke(app, ["table", str(rows_file), "--target", "most"])
     assert isinstance(res.exception, UserError) and "or auto" in str(res.exception)
+
+
+def test_equal_accuracy_baseline_may_name_a_tuned_method_by_its_method_name(rows_file, tmp_path):
+    import json
+
+    rows = [json.loads(x) for x in rows_file.read_text().splitlines()]
+    for r in rows:
+        if r["method"] == "base":
+            r["method_cfg"] = {"mu": 4}  # its label is base[mu=4]
+    p = tmp_path / "rows.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    eq = report.equal_accuracy(report.load_rows([p]), 0.5, baseline="base").set_index("method")
+    assert eq.loc["base[mu=4]", "nfe_ratio"] == 1.0 and eq.loc["better", "nfe_ratio"] == 0.25
+    with pytest.raises(UserError, match="--baseline 'bse'.*did you mean"):
+        report.equal_accuracy(report.load_rows([p]), 0.5, baseline="bse")
