@@ -57,8 +57,8 @@ spec["method"]["lfpo"] = variants
 if quick:  # the same variants, one seed, shrunk like the fair-*-quick presets
     spec["name"] += "-quick"
     spec["seeds"] = [0]
-    spec["train"].update(updates=2, val_every=2, val_limit=20)
-    spec["eval"] = {**spec["eval"], "steps": [1, 4], "limit": 50}
+    spec["train"].update(updates=1, val_every=1, val_limit=20)
+    spec["eval"] = {**spec["eval"], "steps": [1, 4], "limit": 30}
 f = out / "lfpo-ablation.yaml"
 f.write_text("# written by regenerate.sh: lfpo-ablation-sudoku4 from the sudoku4 tuning's choice for LFPO\n"
              + yaml.safe_dump(spec, sort_keys=False))
