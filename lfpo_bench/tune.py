@@ -121,6 +121,9 @@ def plan(spec: dict, where: str) -> dict[str, list[tuple[dict, dict]]]:
         if len(points) != tune["trials"]:
             raise UserError(f"{where}: method {m!r} has {len(points)} trial(s) in its grid but tune.trials is "
                             f"{tune['trials']}: every method gets the same number of trials; give it a grid of exactly that size")
+        if ext and len(points) > 1 and not knob_values(points):
+            raise UserError(f"{where}: tune.extend_edges gives every method one more trial per round past a grid edge, but "
+                            f"method {m!r} has no numeric knob with two or more values to move; give its grid one (e.g. train.lr)")
         out[m] = points
     return out
 
@@ -243,12 +246,17 @@ def beyond(vals: list, side: str):
 
 def extension(points: list[tuple[dict, dict]], chosen: tuple[dict, dict]) -> tuple[dict, dict] | None:
     """One more trial for a method whose choice is ``chosen``: past the edge it sits on, or past the edge
-    nearest to it when it sits inside its grid (first knob in name order)."""
+    nearest to it when it sits inside its grid (first knob in name order), or, when no knob can move that way
+    (a count at 1), past the far edge; None only for a grid with no numeric knob."""
     vals = knob_values(points)
     if not vals:
         return None
     at = edges_of(points, chosen)
-    candidates = at + [(k, None) for k in sorted(vals) if k not in {a for a, _ in at}]
+    flip = {"top": "bottom", "bottom": "top"}
+    # past the edge it sits on; else past the nearest edge of its other knobs; else (a count at 1 cannot go
+    # lower) past the far edge, so every method still gets its one more trial
+    candidates = (at + [(k, None) for k in sorted(vals) if k not in {a for a, _ in at}]
+                  + [(k, flip[s]) for k, s in at])
     for knob, side in candidates:
         section, _, k = knob.partition(".")
         v = (chosen[0] if section == "train" else chosen[1]).get(k)

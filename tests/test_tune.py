@@ -43,7 +43,9 @@ def test_a_method_may_tune_its_own_knobs_as_a_list_of_points_on_the_same_budget(
 
 @pytest.mark.parametrize("tune, msg", [({"trials": 0}, "positive integer"), ({"trials": 2, "budget": 1}, "unknown tune key"),
                                        ({"trials": 1, "grid": {"default": {"lr": [1e-4]}}}, "train.<field> or method.<field>"),
-                                       ({"trials": 1, "grid": {"wd1": {"train.lr": [1e-4]}}}, "not in methods")])
+                                       ({"trials": 1, "grid": {"wd1": {"train.lr": [1e-4]}}}, "not in methods"),
+                                       ({"trials": 2, "extend_edges": 1, "grid": {"default": {"method.remasking": ["random", "low_confidence"]}}},
+                                        "no numeric knob")])
 def test_bad_tune_sections_are_named(tune, msg):
     with pytest.raises(UserError, match=msg):
         plan({**SPEC, "tune": tune}, "t")
@@ -129,6 +131,9 @@ def test_grid_edges_and_their_extension():
     inner = [({"lr": v}, {}) for v in (1e-5, 3e-5, 1e-4, 3e-4)]
     assert extension(inner, inner[2]) == ({"lr": pytest.approx(9e-4)}, {})  # the last step (x3) repeated
     assert extension([({}, {})], ({}, {})) is None
+    # only a count, chosen at 1: it cannot go lower, so the one more trial goes past the far edge (equal budgets)
+    counts = [({"lr": 1e-4}, {"mu": 1}), ({"lr": 1e-4}, {"mu": 4})]
+    assert extension(counts, counts[0]) == ({"lr": 1e-4}, {"mu": 16})
 
 
 def test_tuning_scores_each_trial_on_its_last_update_and_extends_edges_for_every_method(tmp_path, monkeypatch):
