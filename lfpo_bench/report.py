@@ -83,12 +83,12 @@ def load_rows(paths: Iterable[str | Path], stage: str | None = "after", metric: 
         if dup.any():  # e.g. a sweep folder and its runs/ both given: count each row once
             log.warning("ignoring %d duplicate rows (same run, stage and setting)", int(dup.sum()))
             df = df[~dup]
-    if stage == "last" and "stage" in df:  # a run that did not train has no last update: its one checkpoint stands in
-        runs_with_last = set(df.loc[df["stage"] == "last", "run_id"]) if "run_id" in df else set()
-        keep = (df["stage"] == "last") | (df["stage"] == "after") & ~df.get("run_id", pd.Series("", index=df.index)).isin(runs_with_last)
-        df = df[keep | (df["stage"] == "eval")]
-    elif stage is not None and "stage" in df:
-        df = df[df["stage"].isin([stage, "eval"])]
+    if stage is not None and "stage" in df:
+        keep = df["stage"].isin([stage, "eval"])
+        if stage == "last":  # a run that did not train has no last update: its one checkpoint stands in
+            runs = df["run_id"] if "run_id" in df else pd.Series("", index=df.index)
+            keep |= (df["stage"] == "after") & ~runs.isin(set(runs[df["stage"] == "last"]))
+        df = df[keep]
         if df.empty:
             raise UserError(f"no {stage!r} rows in {', '.join(map(str, paths))}: the run(s) have not finished training yet "
                             "(only the starting policy was evaluated); finish them with `lfpo-bench run ... --resume`")
