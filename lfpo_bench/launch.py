@@ -209,6 +209,7 @@ class Running:
     started: float = field(default_factory=time.time)
     job: Any = None  # the submitit Job when submitted by this process
     gpu: int | None = None
+    reattached: bool = False  # submitted by an earlier supervisor (this one found it in cells.jsonl)
 
 
 def _job_paths(folder: str, job_id: str):
@@ -331,15 +332,17 @@ def _visible_gpus() -> list[int]:
 def supervise(cells: list, todo: list, out: Path, lc: LauncherConfig, state, device: str, report_to: str,
               show_progress: bool, bar=None) -> None:
     """Run ``todo`` through the launcher and wait for every submitted cell (``state.submitted`` reattached
-    first); merges finished cells into ``rows.jsonl`` and records failures, updating ``state``."""
+    first); merges finished cells into ``rows.jsonl`` and records failures, updating ``state``. A reattached
+    local job that died unwatched is resubmitted if it is in ``todo`` (see ``interrupted``)."""
     from .results import append_rows, read_rows
 
     by_id = {c.id: c for c in cells}
     running: list[Running] = []
     for cid, rec in list(state.submitted.items()):
         if cid in by_id:
-            running.append(Running(by_id[cid], str(rec["job_id"]), rec["folder"], started=rec.get("t", time.time())))
+            running.append(Running(by_id[cid], str(rec["job_id"]), rec["folder"], started=rec.get("t", time.time()), reattached=True))
     waiting = [c for c in todo if c.id not in state.submitted]
+    todo_ids = {c.id for c in todo}
     name = f"lfpo-{out.name}"
     gpus = _visible_gpus() if lc.kind == "local" and lc.gpus_per_cell else []
     if lc.kind == "local" and lc.gpus_per_cell and len(gpus) < lc.jobs:
@@ -409,6 +412,23 @@ def supervise(cells: list, todo: list, out: Path, lc: LauncherConfig, state, dev
         if bar is not None:
             bar.advance(1, cell=r.cell.label())
 
+    def interrupted(r: Running) -> bool:
+        """A local worker of an earlier run that ended unwatched, with neither rows nor an error: it died with
+        that run's harness (a reboot, a closed session, SIGKILL), so it is resubmitted, not recorded as failed;
+        training resumes from its last checkpoint. Under watch, a job that ends without a result has failed."""
+        run_dir = out / "runs" / r.cell.id
+        if not (r.reattached and lc.kind == "local") or (run_dir / CELL_ROWS).exists() or (run_dir / CELL_ERROR).exists():
+            return False
+        r.reattached = False
+        log.warning("cell %s (job %s) was stopped with an earlier run; resubmitting it (training resumes from its "
+                    "last checkpoint)", r.cell.label(), r.job_id)
+        append_rows(out / "cells.jsonl", [{"cell": r.cell.id, "label": r.cell.label(), "status": "interrupted",
+                                           "launcher": lc.kind, "job_id": r.job_id, "folder": r.folder}])
+        state.submitted.pop(r.cell.id, None)
+        if r.cell.id in todo_ids:  # else (an inline rerun only waiting for old jobs) the caller runs it
+            waiting.insert(0, r.cell)
+        return True
+
     if lc.kind == "slurm" and waiting:
         submit(waiting, {})
         waiting = []
@@ -425,6 +445,8 @@ def supervise(cells: list, todo: list, out: Path, lc: LauncherConfig, state, dev
             st = job_state(lc.kind, r, out)
             if st != "RUNNING":
                 running.remove(r)
+                if interrupted(r):
+                    continue
                 finish(r, st)
         if waiting or running:
             time.sleep(lc.poll())
