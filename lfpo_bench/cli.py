@@ -317,11 +317,12 @@ def tune(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     launcher: Optional[str] = typer.Option(None, help=LAUNCHER_HELP + " (default: the file's launcher:, else inline)"),
     jobs: Optional[int] = typer.Option(None, help="--launcher local: worker processes at once; slurm: array parallelism"),
+    retry_failed: bool = typer.Option(False, help="rerun (resubmit) trial and final cells recorded as failed"),
 ) -> None:
     """Equal tuning budget per method (selection on validation), then the chosen configs over seeds on test."""
     from .tune import tune as work
 
-    out_dir, chosen, recs = work(config, out=out, device=device, launcher=launcher, jobs=jobs)
+    out_dir, chosen, recs = work(config, out=out, device=device, launcher=launcher, jobs=jobs, retry_failed=retry_failed)
     console.print((out_dir / "tuning.md").read_text(), markup=False, highlight=False)
     for m, c in chosen.items():
         cfg = {**{f"train.{k}": v for k, v in c["tuned_train"].items()}, **{f"method.{k}": v for k, v in c["method_cfg"].items()}}

@@ -163,10 +163,26 @@ def tune_spec(spec: dict, trials: dict, where: str) -> list[dict]:
     return specs
 
 
-def scores(out: Path, metric: str = "accuracy") -> list[dict]:
+def row_names(methods) -> dict[str, str]:
+    """The protocol's method entries by the name their rows carry: a file plugin ``path/x.py:MyRL`` writes
+    rows as ``MyRL`` (its ``name``), and its trials must still count as that entry's."""
+    from .registry import METHODS
+
+    names: dict[str, str] = {}
+    for m in methods:
+        n = getattr(METHODS.get(m), "name", m) or m
+        if names.setdefault(n, m) != m:
+            raise UserError(f"methods {names[n]!r} and {m!r} both write their rows as {n!r}: their trials could not be "
+                            "told apart; give the plugin its own `name`")
+    return names
+
+
+def scores(out: Path, metric: str = "accuracy", names: dict[str, str] | None = None) -> list[dict]:
     """Every finished trial: method, trial index, configuration, validation score under ``metric`` (the
     protocol's ``train.val_metric``) of its last update (mean over tasks/models; a method that does not train:
-    its one checkpoint). The score is kept as ``val_accuracy`` whatever the metric, and named in ``metric``."""
+    its one checkpoint). The score is kept as ``val_accuracy`` whatever the metric, and named in ``metric``.
+    ``names`` (``row_names``): a row's method name to the protocol's entry for it."""
+    names = names or {}
     recs = []
     for f in sorted((out / "tune").glob("trial*/rows.jsonl"), key=lambda p: int(p.parent.name[5:])):
         i = int(f.parent.name[5:])
@@ -180,7 +196,7 @@ def scores(out: Path, metric: str = "accuracy") -> list[dict]:
             score = metric_of(r, metric, f"trial {i}'s rows ({f})")
             by.setdefault(key, []).append((score, (r.get("config") or {}).get("selected_update")))
         for (m, mc, tc), got in by.items():
-            recs.append({"method": m, "trial": i, "method_cfg": json.loads(mc), "train_cfg": json.loads(tc),
+            recs.append({"method": names.get(m, m), "trial": i, "method_cfg": json.loads(mc), "train_cfg": json.loads(tc),
                          "val_accuracy": sum(a for a, _ in got) / len(got), "metric": metric,
                          "selected_updates": sorted({u for _, u in got if u is not None})})
     return recs
@@ -302,6 +318,23 @@ def tuning_table(recs: list[dict], chosen: dict, trials: dict | None = None) -> 
                                "value may lie beyond the grid; tune.extend_edges adds one trial past it for every method.")
 
 
+def measured_seconds(folder: Path, cells: list, cost: dict[str, list[float]]) -> None:
+    """Add the seconds each finished cell of a trial sweep took (its cells.jsonl) to its method's list."""
+    method = {c.id: c.method for c in cells}
+    for rec in read_rows(folder / "cells.jsonl"):
+        if rec.get("status") == "done" and rec.get("seconds") is not None and rec["cell"] in method:
+            cost.setdefault(method[rec["cell"]], []).append(float(rec["seconds"]))
+
+
+def longest_first(s: dict, cost: dict[str, list[float]]) -> dict:
+    """The trial sweep with its methods ordered by their measured cost in earlier trials, the dearest (and the
+    unmeasured) first: a launcher with N workers then starts the long cells early instead of leaving one running
+    alone at the end of the round (longest-processing-time-first). Cell ids do not depend on the order."""
+    est = {m: sum(v) / len(v) for m, v in cost.items() if v}
+    order = sorted(range(len(s["methods"])), key=lambda i: (-est.get(s["methods"][i], float("inf")), i))
+    return {**s, "methods": [s["methods"][i] for i in order]}
+
+
 def final_spec(spec: dict, chosen: dict) -> dict:
     final = spec.get("final") or {}
     bad = set(final) - {"seeds", "eval", "timing"}
@@ -317,9 +350,10 @@ def final_spec(spec: dict, chosen: dict) -> dict:
 
 
 def tune(path: str, out: str | None = None, device: str = "auto", show_progress: bool = True, launcher: str | None = None,
-         jobs: int | None = None) -> tuple[Path, dict, list[dict]]:
+         jobs: int | None = None, retry_failed: bool = False) -> tuple[Path, dict, list[dict]]:
     """Run both phases (resumably); returns (out folder, chosen per method, trial records). ``launcher``/``jobs``:
-    where every trial's and the final phase's cells run (see ``launch.py``), over the file's ``launcher:``."""
+    where every trial's and the final phase's cells run (see ``launch.py``), over the file's ``launcher:``.
+    ``retry_failed``: rerun the trial and final cells recorded as failed (as ``sweep --retry-failed``)."""
     from .sweep import PRESETS
 
     if not Path(path).exists() and (PRESETS / f"{path}.yaml").exists():
@@ -336,7 +370,7 @@ def tune(path: str, out: str | None = None, device: str = "auto", show_progress:
     from .outputs import Lock, claim_folder, on_interrupt, rerun_command
 
     launcher_config(spec, launcher, jobs, where)  # checked before any trial runs
-    launch = {"launcher": launcher, "jobs": jobs}
+    launch = {"launcher": launcher, "jobs": jobs, "retry_failed": retry_failed}
 
     claim_folder(out_dir, "tune", "--out", name=name)
     with Lock(out_dir, "tune"):
@@ -345,18 +379,25 @@ def tune(path: str, out: str | None = None, device: str = "auto", show_progress:
 
 
 def _tune_in(spec, path, where, trials, specs, out_dir: Path, device, show_progress, launch):
+    names = row_names(trials)  # before any trial runs: two entries whose rows could not be told apart are refused
     (out_dir / "tune.yaml").write_text(Path(path).read_text())
 
+    cost: dict[str, list[float]] = {}  # per method, the seconds its finished trial cells took
+
     def run_trials(specs):
+        cost.clear()  # every call walks all trials again (the finished ones are no-ops), measuring each once
         for i, s in enumerate(specs):
+            s = longest_first(s, cost)
             f = out_dir / "tune" / f"trial{i}.yaml"
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_text(yaml.safe_dump(s, sort_keys=True))
-            sweep(str(f), out=str(out_dir / "tune" / f"trial{i}"), device=device, show_progress=show_progress, **launch)
+            folder = out_dir / "tune" / f"trial{i}"
+            sweep(str(f), out=str(folder), device=device, show_progress=show_progress, **launch)
+            measured_seconds(folder, expand(s, str(f)), cost)
 
     run_trials(specs)
     metric = str((spec.get("train") or {}).get("val_metric") or "accuracy")  # what each run's validation selects on, too
-    recs = scores(out_dir, metric)
+    recs = scores(out_dir, metric, names)
     chosen = choose(recs, trials, spec.get("train") or {})
     for _ in range(int((spec.get("tune") or {}).get("extend_edges", 0))):  # every training method: one more trial
         grew = False
@@ -372,14 +413,15 @@ def _tune_in(spec, path, where, trials, specs, out_dir: Path, device, show_progr
         for s in specs:
             expand(s, where)
         run_trials(specs)  # finished trials are sweeps already done: only the new cells run
-        recs = scores(out_dir, metric)
+        recs = scores(out_dir, metric, names)
         chosen = choose(recs, trials, spec.get("train") or {})
     (out_dir / "tuning.jsonl").write_text("".join(json.dumps({**r, "chosen": chosen.get(r["method"], {}).get("trial") == r["trial"]},
                                                              sort_keys=True) + "\n" for r in recs))
     (out_dir / "tuning.md").write_text(tuning_table(recs, chosen, trials) + "\n")
     missing = [m for m in trials if m not in chosen]
     if missing:
-        raise UserError(f"tuning did not finish for {', '.join(missing)} (a failed trial?); see {out_dir / 'tune'} and rerun")
+        raise UserError(f"tuning did not finish for {', '.join(missing)} (a failed trial?); see `lfpo-bench sweep status "
+                        f"{out_dir / 'tune'}/trial<i>`, fix the cause and rerun with --retry-failed")
     fs = final_spec(spec, chosen)
     from .outputs import claim_folder
 
@@ -388,6 +430,6 @@ def _tune_in(spec, path, where, trials, specs, out_dir: Path, device, show_progr
         {m: {**{f"train.{k}": v for k, v in c["tuned_train"].items()}, **{f"method.{k}": v for k, v in c["method_cfg"].items()}}
          for m, c in chosen.items()}, indent=2, sort_keys=True))
     f = out_dir / "final.yaml"
-    f.write_text(yaml.safe_dump(fs, sort_keys=True))
+    f.write_text(yaml.safe_dump(longest_first(fs, cost), sort_keys=True))
     sweep(str(f), out=str(out_dir / "final"), device=device, show_progress=show_progress, **launch)
     return out_dir, chosen, recs

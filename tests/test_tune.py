@@ -94,6 +94,15 @@ def test_tune_runs_both_phases_and_resumes(tmp_path, monkeypatch):
     labels = {method_label(r) for _, r in load_rows([out / "final"]).iterrows()}
     want_lfpo = "lfpo[" + f"train.lr={chosen['lfpo']['tuned_train']['lr']}" + "]"
     assert want_lfpo in labels and "none" in labels  # each row names its method's chosen configuration
+    took: dict = {}  # trial 1 starts the method that was dearest in trial 0; the final phase, by the mean of all trials
+    for i in (0, 1):
+        for rec in read_rows(out / "tune" / f"trial{i}" / "cells.jsonl"):
+            took.setdefault(rec["label"].split("[")[0].split("/")[0], []).append(rec["seconds"])
+        if i == 0:
+            dear = sorted(["lfpo", "diffu_grpo"], key=lambda m: -took[m][0])
+            assert yaml.safe_load((out / "tune" / "trial1.yaml").read_text())["methods"] == dear
+    mean = {m: sum(v) / len(v) for m, v in took.items()}
+    assert yaml.safe_load((out / "final.yaml").read_text())["methods"] == sorted(mean, key=lambda m: -mean[m])
     cells = [len(read_rows(f)) for f in sorted(out.rglob("cells.jsonl"))]
     tune(str(tmp_path / "t.yaml"), out=str(tmp_path / "out"), show_progress=False)
     assert [len(read_rows(f)) for f in sorted(out.rglob("cells.jsonl"))] == cells, "a finished tune reran cells"
@@ -180,3 +189,55 @@ def test_a_protocol_metric_scores_the_trials_and_a_wrong_name_is_refused(tmp_pat
     with pytest.raises(UserError, match=r"'solvd'.*did you mean 'solved'.*train.val_metric"):
         scores(tmp_path, "solvd")
 
+
+
+def test_trials_and_the_final_phase_start_their_dearest_methods_first():
+    """Longest-processing-time first: measured means, highest first; unmeasured methods lead (they may be
+    long); ties keep grid order; the cells are the same ones."""
+    from lfpo_bench.sweep import expand
+    from lfpo_bench.tune import longest_first
+
+    s = {"name": "x", "methods": ["none", "lfpo", "diffu_grpo", "wd1", "spg"], "tasks": ["sudoku4"], "seeds": [0]}
+    cost = {"none": [5.0], "lfpo": [100.0, 300.0], "diffu_grpo": [250.0], "wd1": [200.0]}
+    out = longest_first(s, cost)
+    assert out["methods"] == ["spg", "diffu_grpo", "lfpo", "wd1", "none"]  # spg unmeasured; lfpo's mean is 200 = wd1's
+    assert s["methods"][0] == "none"  # the input is not changed
+    assert {c.id for c in expand(out)} == {c.id for c in expand(s)}
+
+
+FLAKY = '''
+import os
+from lfpo_bench.registry import METHODS
+
+Base = METHODS.get("diffu_grpo")
+
+
+class Flaky(Base):
+    def loss(self, *args, **kwargs):
+        if os.path.exists(os.environ["FLAKY_MARKER"]):
+            raise RuntimeError("flaky: the marker file is there")
+        return super().loss(*args, **kwargs)
+'''
+
+
+def test_a_failed_trial_stops_tuning_with_the_fix_and_retry_failed_reruns_it(tmp_path, monkeypatch):
+    from lfpo_bench.tune import tune
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "flaky.py").write_text(FLAKY)
+    marker = tmp_path / "marker"
+    marker.write_text("x")
+    monkeypatch.setenv("FLAKY_MARKER", str(marker))
+    m = f"{tmp_path / 'flaky.py'}:Flaky"
+    spec = {**SPEC, "methods": ["none", m], "tune": {**SPEC["tune"], "grid": {"default": {"train.lr": [1e-4, 3e-4]}}},
+            "final": {"seeds": [0], "eval": {"steps": [2], "limit": 4}, "timing": {"reps": 0}}}
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(UserError, match="retry-failed"):
+        tune(str(tmp_path / "t.yaml"), out=str(tmp_path / "out"), show_progress=False)
+    assert not (tmp_path / "out" / "final").exists()
+    marker.unlink()  # the cause is fixed
+    with pytest.raises(UserError, match="did not finish"):  # a plain rerun does not retry a recorded failure
+        tune(str(tmp_path / "t.yaml"), out=str(tmp_path / "out"), show_progress=False)
+    out, chosen, recs = tune(str(tmp_path / "t.yaml"), out=str(tmp_path / "out"), show_progress=False, retry_failed=True)
+    assert len(chosen) == 2 and len([r for r in recs if r["method"] != "none"]) == 2
+    assert read_rows(out / "final" / "rows.jsonl")

@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Regenerate the reference set (the tuned comparison on three tasks and the LFPO ablation) into a new folder.
-#   bash results/reference/regenerate.sh [--quick] [--part NAME]... [--launcher inline|local|slurm] [--jobs N] [OUT]
+#   bash results/reference/regenerate.sh [--quick] [--part NAME]... [--launcher inline|local|slurm] [--jobs N]
+#                                        [--retry-failed] [OUT]
 # Parts: sudoku4, countdown3-mini, toy-code (the fair protocol, lfpo_bench/presets/fair-<task>.yaml) and
 # ablation (lfpo-ablation-sudoku4 from the configuration the sudoku4 tuning chose for LFPO, so it runs after
-# sudoku4). Default: all four, in that order. Every part resumes: run the same command again.
+# sudoku4). Default: all four, in that order. Every part resumes: run the same command again (cells stopped with
+# an earlier run are resubmitted and continue from their last checkpoint; cells that failed while watched are
+# rerun only with --retry-failed).
 # --quick runs the fair-<task>-quick presets and a shrunk ablation (a smoke test of the protocol).
 # --launcher/--jobs: where the cells run (docs/sweeps.md "On a cluster"); the default is the local launcher with
 # 2 workers (this machine's 2 cores, one torch thread each). Each part's wall time goes to OUT/parts.log.
 set -euo pipefail
-quick=""; parts=(); out=""; launch=()
+quick=""; parts=(); out=""; launch=(); retry=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="-quick" ;;
     --part) shift; parts+=("$1") ;;
     --launcher|--jobs) launch+=("$1" "$2"); shift ;;
-    -h|--help) sed -n 2,10p "$0"; exit 0 ;;
-    -*) echo "regenerate.sh: unknown option $1 (--quick, --part NAME, --launcher KIND, --jobs N, OUT)" >&2; exit 2 ;;
+    --retry-failed) retry=(--retry-failed) ;;
+    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    -*) echo "regenerate.sh: unknown option $1 (--quick, --part NAME, --launcher KIND, --jobs N, --retry-failed, OUT)" >&2; exit 2 ;;
     *) out="$1" ;;
   esac
   shift
@@ -31,7 +35,7 @@ for p in "${parts[@]}"; do
   start=$(date +%s)
   case "$p" in
     sudoku4|countdown3-mini|toy-code)
-      lfpo-bench tune --config "fair-$p$quick" --out "$out/fair-$p" "${launch[@]}"
+      lfpo-bench tune --config "fair-$p$quick" --out "$out/fair-$p" "${launch[@]}" ${retry[@]+"${retry[@]}"}
       m=$(metric "fair-$p$quick")
       lfpo-bench table "$out/fair-$p/final" --metric "$m" --paired-vs none --out "$out/fair-$p/table.md" > /dev/null
       lfpo-bench table "$out/fair-$p/final" --metric "$m" --paired-vs lfpo --target auto --baseline lfpo \
@@ -65,7 +69,7 @@ f.write_text("# written by regenerate.sh: lfpo-ablation-sudoku4 from the sudoku4
 print("lfpo[" + ",".join(f"{k}={v}" for k, v in sorted(variants[0].items())) + "]")  # the base's table label
 PY
 )
-      lfpo-bench sweep --config "$out/lfpo-ablation.yaml" --out "$out/lfpo-ablation" "${launch[@]}"
+      lfpo-bench sweep --config "$out/lfpo-ablation.yaml" --out "$out/lfpo-ablation" "${launch[@]}" ${retry[@]+"${retry[@]}"}
       lfpo-bench table "$out/lfpo-ablation" --metric "$(metric lfpo-ablation-sudoku4)" --deltas-vs "$base" \
         --out "$out/lfpo-ablation/table.md" > /dev/null ;;
     *) echo "regenerate.sh: unknown part $p (sudoku4, countdown3-mini, toy-code, ablation)" >&2; exit 2 ;;
