@@ -487,7 +487,11 @@ def cell_states(folder: str | Path) -> list[dict]:
 def _live_state(rec: dict, out: Path, cid: str) -> str:
     kind = rec.get("launcher", "local")
     if kind == "local":
-        return "running" if _local_alive(rec["job_id"], out / "runs" / cid) else "ended (not merged yet: rerun the sweep command)"
+        if _local_alive(rec["job_id"], out / "runs" / cid):
+            return "running"
+        if (out / "runs" / cid / CELL_ROWS).exists() or (out / "runs" / cid / CELL_ERROR).exists():
+            return "ended (not merged yet: rerun the sweep command)"
+        return "stopped unfinished (rerun the sweep command: it resubmits the cell, which resumes from its checkpoint)"
     try:
         st = slurm_state(_submitit().SlurmJob(folder=rec["folder"], job_id=str(rec["job_id"])))
     except Exception as e:  # noqa: BLE001 - status is best effort: say why

@@ -122,6 +122,8 @@ def test_killed_supervisor_and_worker_then_rerun_lose_and_duplicate_nothing(tmp_
     finally:
         if sup.poll() is None:
             sup.kill()
+    before = cli("sweep", "status", str(out)).stdout  # the victim's state says what a rerun will do with it
+    assert "stopped unfinished" in before and "resumes from its checkpoint" in before, before
     # the killed worker died unwatched, with its harness (a reboot, a closed session): rerunning the same command
     # resubmits it and it resumes from its checkpoint instead of being recorded as failed; nothing runs twice
     p = cli("sweep", "--config", str(sw), "--out", str(out), "--launcher", "local", "--jobs", "2")
