@@ -1,10 +1,12 @@
 """results/reference/regenerate.sh --quick, end to end through the local launcher (the reference tier of
 .ci/run; tens of minutes on 2 cores): every part finishes, and what it writes is the protocol the reference
 README describes. Its numbers are not checked (a smoke test's numbers are noise); its shape is. The shipped
-protocols themselves are checked in tests/test_sweep.py."""
+protocols themselves are checked in tests/test_sweep.py. In the default suite: results/reference/publish.py on
+a finished set in miniature (what it copies, what it drops, what it refuses)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +67,122 @@ def check_quick_output(out: Path) -> None:
     assert "the highest every method reaches" in (out / "fair-toy-code" / "table-vs-lfpo.md").read_text()
     combined = (out / "table.md").read_text()
     assert all(f"## {t}" in combined for t in TASKS)
+
+
+# ---- publishing a finished set (default suite: on a copy of the committed set, which is a finished one) ----
+
+def _publish_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("publish", ROOT / "results" / "reference" / "publish.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+MINI = {"methods": ["none", "lfpo"], "models": ["tiny-random"],
+        "train": {"updates": 1, "prompts_per_update": 2, "group_size": 2, "val_limit": 4, "val_every": 0},
+        "tune": {"trials": 1, "seed": 0, "limit": 4, "grid": {"default": {"train.lr": [1e-4]}}},
+        "final": {"seeds": [0], "eval": {"steps": [1], "limit": 4}, "timing": {"reps": 0}}}
+
+
+@pytest.fixture(scope="module")
+def finished_set(tmp_path_factory) -> Path:
+    """A set regenerate.sh could have finished, in miniature: each part's tune (named as its protocol), its
+    tables, the ablation sweep, a final run's model state and a job folder (which publishing must drop)."""
+    from lfpo_bench.sweep import sweep
+    from lfpo_bench.tune import tune
+
+    src = tmp_path_factory.mktemp("finished") / "out"
+    src.mkdir()
+    for t in TASKS:
+        f = src.parent / f"fair-{t}.yaml"
+        f.write_text(yaml.safe_dump({**MINI, "name": f"fair-{t}", "tasks": [t]}))
+        tune(str(f), out=str(src / f"fair-{t}"), show_progress=False)
+        for name in ("table.md", "table-vs-lfpo.md", "table-last.md"):
+            (src / f"fair-{t}" / name).write_text(f"{name} of {t}\n")
+        run = next((src / f"fair-{t}" / "final" / "runs").iterdir())
+        (run / "trainer_state.pt").write_text("weights\n")
+        (src / f"fair-{t}" / "final" / "jobs" / "j").mkdir(parents=True)
+        (src / f"fair-{t}" / "final" / "jobs" / "j" / "1_log.out").write_text("x\n")
+    ab = src / "lfpo-ablation.yaml"
+    ab.write_text(yaml.safe_dump({"name": "lfpo-ablation-sudoku4", "methods": ["lfpo"], "tasks": ["sudoku4"], "seeds": [0],
+                                  "models": ["tiny-random"], "train": MINI["train"], "method": {"lfpo": [{}, {"mu": 2}]},
+                                  "eval": {"steps": [1], "limit": 4, "split": "validation"}, "timing": {"reps": 0}}))
+    sweep(str(ab), out=str(src / "lfpo-ablation"), show_progress=False)
+    (src / "lfpo-ablation" / "table.md").write_text("ablation\n")
+    (src / "table.md").write_text("combined\n")
+    (src / "parts.log").write_text("part sudoku4 done in 1 s\n")
+    return src
+
+
+@pytest.fixture
+def src(finished_set, tmp_path) -> Path:
+    shutil.copytree(finished_set, tmp_path / "out")
+    return tmp_path / "out"
+
+
+def test_publish_copies_a_finished_set_without_model_state_and_draws_the_plots(src, tmp_path):
+    pub = _publish_module()
+    dest = tmp_path / "dest"
+    (dest / "fair-sudoku4" / "stale").mkdir(parents=True)
+    (dest / "fair-sudoku4" / "stale" / "old.md").write_text("from the set before\n")
+    (dest / "README.md").write_text("the reading\n")
+    pub.publish(src, dest)
+    assert (dest / "README.md").read_text() == "the reading\n"  # what is not the protocol's output stays
+    assert not (dest / "fair-sudoku4" / "stale").exists()  # a part is replaced whole, never merged with the old one
+    for t in ("sudoku4", "countdown3-mini", "toy-code"):
+        for f in ("final/rows.jsonl", "final/cells.jsonl", "final/sweep.yaml", "tuning.md", "tune/trial0/rows.jsonl"):
+            assert (dest / f"fair-{t}" / f).read_bytes() == (src / f"fair-{t}" / f).read_bytes(), (t, f)
+        runs = list((dest / f"fair-{t}" / "final" / "runs").iterdir())  # a final run's curve, never its weights
+        assert runs and all({p.name for p in r.iterdir()} <= {"config.json", "log.jsonl"} for r in runs)
+        assert any((r / "log.jsonl").exists() for r in runs)
+        assert not (dest / f"fair-{t}" / "tune" / "trial0" / "runs").exists()
+        assert not (dest / f"fair-{t}" / "final" / "jobs").exists()
+        assert (dest / f"{t}-accuracy.png").stat().st_size > 0 and (dest / f"{t}-accuracy.svg").exists()
+    assert (dest / "table.md").read_text() == "combined\n" and (dest / "parts.log").exists()
+    from lfpo_bench.report import load_rows
+
+    assert len(load_rows([dest / "fair-sudoku4" / "final"])) > 0  # the published folder is a table's input as it stands
+
+
+@pytest.mark.parametrize("break_it, says", [
+    (lambda src: shutil.rmtree(src / "lfpo-ablation"), "lfpo-ablation is missing"),
+    (lambda src: (src / "fair-toy-code" / "table-last.md").unlink(), "table-last.md is missing"),
+    (lambda src: _drop_last_done(src / "fair-countdown3-mini" / "final"), "not done"),
+    (lambda src: _drop_last_done(src / "fair-sudoku4" / "tune" / "trial0"), "not done"),
+    (lambda src: _fail_one(src / "lfpo-ablation"), "not done"),
+    (lambda src: _rename(src / "fair-sudoku4" / "tune.yaml", "fair-sudoku4-quick"), "smoke test"),
+])
+def test_publish_refuses_an_unfinished_or_quick_set_and_leaves_the_destination_alone(src, tmp_path, break_it, says):
+    pub = _publish_module()
+    break_it(src)
+    dest = tmp_path / "dest"
+    (dest / "fair-sudoku4").mkdir(parents=True)
+    (dest / "fair-sudoku4" / "table.md").write_text("the committed set\n")
+    with pytest.raises(pub.Refused, match=says):
+        pub.publish(src, dest)
+    assert (dest / "fair-sudoku4" / "table.md").read_text() == "the committed set\n"
+    p = subprocess.run([sys.executable, str(ROOT / "results" / "reference" / "publish.py"), str(src), str(dest)],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and says in p.stderr and "Traceback" not in p.stderr
+
+
+def _drop_last_done(folder: Path) -> None:
+    lines = (folder / "cells.jsonl").read_text().splitlines()
+    i = max(k for k, line in enumerate(lines) if json.loads(line)["status"] == "done")
+    (folder / "cells.jsonl").write_text("".join(line + "\n" for k, line in enumerate(lines) if k != i))
+
+
+def _fail_one(folder: Path) -> None:
+    """A sweep that finished with a failed cell (a part then still ends, and writes its tables)."""
+    lines = (folder / "cells.jsonl").read_text().splitlines()
+    i = max(k for k, line in enumerate(lines) if json.loads(line)["status"] == "done")
+    rec = json.loads(lines[i])
+    lines[i] = json.dumps({"cell": rec["cell"], "label": rec["label"], "status": "failed", "error": "boom"})
+    (folder / "cells.jsonl").write_text("".join(line + "\n" for line in lines))
+
+
+def _rename(tune_yaml: Path, name: str) -> None:
+    spec = yaml.safe_load(tune_yaml.read_text())
+    tune_yaml.write_text(yaml.safe_dump({**spec, "name": name}))

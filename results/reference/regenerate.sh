@@ -81,5 +81,5 @@ if [ -d "$out/fair-sudoku4/final" ] && [ -d "$out/fair-countdown3-mini/final" ] 
     for t in sudoku4 countdown3-mini toy-code; do echo "## $t"; echo; cat "$out/fair-$t/$v.md"; echo; done > "$out/$v.md"
   done
   echo "combined tables: $out/table.md (paired tests against none), $out/table-vs-lfpo.md (against LFPO)," \
-    "$out/table-last.md (every run's last update, against none)"
+    "$out/table-last.md (every run's last update, against none); to commit them: python results/reference/publish.py $out"
 fi

@@ -1,0 +1,125 @@
+"""Publish a folder that results/reference/regenerate.sh finished as the committed reference set.
+
+    python results/reference/publish.py OUT [DEST]      (DEST: results/reference, this script's folder)
+
+Refuses a folder in which any part, or any cell of any of its sweeps, is unfinished: a reference set is
+never published half-made. Replaces DEST's protocol files (fair-*/, lfpo-ablation/, the combined tables,
+the plots) with OUT's, leaving the rest of DEST (its README, this script, regenerate.sh) alone. What is
+copied: every sweep's sweep.yaml, cells.jsonl, rows.jsonl, timing.jsonl and tables, the tuning records, the
+final runs' config.json and log.jsonl (their training curves), parts.log; never model state, job folders or
+locks. Then draws each task's accuracy plots with `lfpo-bench plot`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+TASKS = ("sudoku4", "countdown3-mini", "toy-code")
+PARTS = [f"fair-{t}" for t in TASKS] + ["lfpo-ablation"]
+TABLES = ("table.md", "table-vs-lfpo.md", "table-last.md")
+KEEP_RUN_FILES = ("config.json", "log.jsonl")  # a final run's training curve, not its weights
+SKIP = {"jobs", ".lock", ".lfpo-bench.json"}
+
+
+class Refused(Exception):
+    pass
+
+
+def sweep_folders(src: Path) -> list[Path]:
+    return sorted(p.parent for p in src.rglob("sweep.yaml") if "runs" not in p.relative_to(src).parts)
+
+
+def unfinished(folder: Path) -> list[str]:
+    """The labels of the cells of a sweep folder that are not done."""
+    from lfpo_bench.config import load_file
+    from lfpo_bench.sweep import expand, read_state
+
+    state = read_state(folder)
+    return [c.label() for c in expand(load_file(folder / "sweep.yaml"), str(folder / "sweep.yaml")) if c.id not in state.done]
+
+
+def check(src: Path) -> None:
+    if not src.is_dir():
+        raise Refused(f"{src} is not a folder; give the folder regenerate.sh wrote (e.g. results/rerun)")
+    for part in PARTS:
+        if not (src / part).is_dir():
+            raise Refused(f"{src / part} is missing: run `bash results/reference/regenerate.sh {src}` until every part is done")
+    for t in TASKS:
+        for name in TABLES:
+            if not (src / f"fair-{t}" / name).exists():
+                raise Refused(f"{src / f'fair-{t}' / name} is missing: the part did not finish; rerun regenerate.sh on {src}")
+    if not (src / "lfpo-ablation" / "table.md").exists():
+        raise Refused(f"{src / 'lfpo-ablation' / 'table.md'} is missing: the ablation did not finish; rerun regenerate.sh on {src}")
+    for t in TASKS:
+        name = str((yaml.safe_load((src / f"fair-{t}" / "tune.yaml").read_text()) or {}).get("name", ""))
+        if name != f"fair-{t}":
+            raise Refused(f"{src / f'fair-{t}'} ran protocol {name!r}, not fair-{t}"
+                          + (" (--quick is the protocol's smoke test, never the reference set)" if name.endswith("-quick") else ""))
+    for f in sweep_folders(src):
+        left = unfinished(f)
+        if left:
+            raise Refused(f"{f}: {len(left)} cell(s) not done ({', '.join(left[:3])}{', ...' if len(left) > 3 else ''}); "
+                          f"see `lfpo-bench sweep status {f}` and rerun regenerate.sh on {src}")
+
+
+def copy_part(src: Path, dst: Path) -> None:
+    for p in sorted(src.rglob("*")):
+        rel = p.relative_to(src)
+        if SKIP & set(rel.parts) or not p.is_file():
+            continue
+        if "runs" in rel.parts:
+            i = rel.parts.index("runs")
+            final_run = "final" in rel.parts[:i] or src.name == "lfpo-ablation"  # trial runs: their sweep's rows say it
+            if not final_run or len(rel.parts) != i + 3 or rel.name not in KEEP_RUN_FILES:  # runs/<cell>/<file> only
+                continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, dst / rel)
+
+
+def publish(src: Path, dest: Path) -> None:
+    check(src)
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in PARTS:
+        shutil.rmtree(dest / part, ignore_errors=True)
+        copy_part(src / part, dest / part)
+    for name in (*TABLES, "lfpo-ablation.yaml", "parts.log"):
+        (dest / name).unlink(missing_ok=True)
+        if (src / name).exists():
+            shutil.copy2(src / name, dest / name)
+    for old in [*dest.glob("*-accuracy.png"), *dest.glob("*-accuracy.svg")]:
+        old.unlink()
+    with tempfile.TemporaryDirectory() as tmp:  # plot writes only into a folder of its own
+        plots = Path(tmp) / "plots"
+        cmd = [sys.executable, "-m", "lfpo_bench.cli", "plot", *(str(dest / f"fair-{t}" / "final") for t in TASKS), "--out", str(plots)]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise Refused(f"`lfpo-bench plot` failed on the published folders: {p.stderr.strip()[-800:]}")
+        for f in sorted(plots.glob("*-accuracy.*")):
+            shutil.copy2(f, dest / f.name)
+    print(f"published {src} into {dest}: {', '.join(PARTS)}, {', '.join(TABLES)}, plots")
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
+    if len(argv) not in (1, 2) or argv[0].startswith("-"):
+        print("usage: python results/reference/publish.py OUT [DEST]  (OUT: a folder regenerate.sh finished)", file=sys.stderr)
+        return 2
+    dest = Path(argv[1]) if len(argv) > 1 else Path(__file__).parent
+    try:
+        publish(Path(argv[0]), dest)
+    except Refused as e:
+        print(f"publish.py: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
