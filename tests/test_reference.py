@@ -153,6 +153,7 @@ def test_publish_copies_a_finished_set_without_model_state_and_draws_the_plots(s
     (lambda src: _drop_last_done(src / "fair-sudoku4" / "tune" / "trial0"), "not done"),
     (lambda src: _fail_one(src / "lfpo-ablation"), "not done"),
     (lambda src: _rename(src / "fair-sudoku4" / "tune.yaml", "fair-sudoku4-quick"), "smoke test"),
+    (lambda src: _old_key(src / "fair-toy-code" / "final" / "sweep.yaml"), "does not read under this code version"),
 ])
 def test_publish_refuses_an_unfinished_or_quick_set_and_leaves_the_destination_alone(src, tmp_path, break_it, says):
     pub = _publish_module()
@@ -181,6 +182,13 @@ def _fail_one(folder: Path) -> None:
     rec = json.loads(lines[i])
     lines[i] = json.dumps({"cell": rec["cell"], "label": rec["label"], "status": "failed", "error": "boom"})
     (folder / "cells.jsonl").write_text("".join(line + "\n" for line in lines))
+
+
+def _old_key(sweep_yaml: Path) -> None:
+    """A sweep file as an older code version wrote it (a key since renamed)."""
+    spec = yaml.safe_load(sweep_yaml.read_text())
+    spec["train"] = {**spec.get("train", {}), "rollout_decoding": "shared"}
+    sweep_yaml.write_text(yaml.safe_dump(spec))
 
 
 def _rename(tune_yaml: Path, name: str) -> None:

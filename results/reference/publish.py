@@ -39,9 +39,15 @@ def unfinished(folder: Path) -> list[str]:
     """The labels of the cells of a sweep folder that are not done."""
     from lfpo_bench.config import load_file
     from lfpo_bench.sweep import expand, read_state
+    from lfpo_bench.types import UserError
 
     state = read_state(folder)
-    return [c.label() for c in expand(load_file(folder / "sweep.yaml"), str(folder / "sweep.yaml")) if c.id not in state.done]
+    try:
+        cells = expand(load_file(folder / "sweep.yaml"), str(folder / "sweep.yaml"))
+    except UserError as e:  # a folder written by another code version: its cells cannot be checked here
+        raise Refused(f"{folder / 'sweep.yaml'} does not read under this code version ({e}); publish a folder regenerated "
+                      "with this checkout") from None
+    return [c.label() for c in cells if c.id not in state.done]
 
 
 def check(src: Path) -> None:
