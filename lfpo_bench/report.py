@@ -333,6 +333,30 @@ def comparison_table(df: pd.DataFrame, paired_vs: str | None = None, alpha: floa
     return pd.DataFrame(table).T.sort_index()[cols]
 
 
+def above(df: pd.DataFrame, base: str = "none", alpha: float = 0.05, n_boot: int = 2000) -> pd.DataFrame:
+    """Every (task, setting, method) whose mean is significantly ABOVE ``base``'s on the same problems, seeds
+    resampled (``seed_aware_compare``, two-sided p < ``alpha`` and a positive difference): the rows a task
+    needs at least one of to be a benchmark rather than a table of its start. Columns: task, setting,
+    method, delta, lo, hi, p."""
+    df = df.copy()
+    df["method_label"] = labels(df)
+    base_of = resolve_method(df, base, "base")
+    out = []
+    for (t, s), g in df.groupby(["task", "setting"]):
+        sel = g[g.method_label == base_of.get(t)]
+        if not len(sel):
+            continue
+        bmat, bids = score_matrix(sel)
+        for m, mg in g[g.method_label != base_of.get(t)].groupby("method_label"):
+            mat, ids = score_matrix(mg)
+            common = sorted(set(ids) & set(bids))
+            d, lo, hi, p = seed_aware_compare(mat[:, [ids.index(i) for i in common]], bmat[:, [bids.index(i) for i in common]],
+                                              n_boot=n_boot, alpha=alpha)
+            if d > 0 and p < alpha:
+                out.append({"task": t, "setting": s, "method": m, "delta": d, "lo": lo, "hi": hi, "p": p})
+    return pd.DataFrame(out, columns=["task", "setting", "method", "delta", "lo", "hi", "p"])
+
+
 def delta_table(df: pd.DataFrame, base: str, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
     """Each method label (e.g. an ablation variant ``lfpo[k=2]``) against ``base`` (e.g. ``lfpo``), per (task,
     setting): the accuracy difference in points with a 95% CI over the shared problems and both sides' seeds

@@ -128,7 +128,7 @@ def test_publish_copies_a_finished_set_without_model_state_and_draws_the_plots(s
     (dest / "fair-sudoku4" / "stale").mkdir(parents=True)
     (dest / "fair-sudoku4" / "stale" / "old.md").write_text("from the set before\n")
     (dest / "README.md").write_text("the reading\n")
-    pub.publish(src, dest)
+    pub.publish(src, dest, allow_no_movement=True)  # a miniature set's start does not move
     assert (dest / "README.md").read_text() == "the reading\n"  # what is not the protocol's output stays
     assert not (dest / "fair-sudoku4" / "stale").exists()  # a part is replaced whole, never merged with the old one
     for t in ("sudoku4", "countdown3-mini", "toy-code"):
@@ -162,11 +162,39 @@ def test_publish_refuses_an_unfinished_or_quick_set_and_leaves_the_destination_a
     (dest / "fair-sudoku4").mkdir(parents=True)
     (dest / "fair-sudoku4" / "table.md").write_text("the committed set\n")
     with pytest.raises(pub.Refused, match=says):
-        pub.publish(src, dest)
+        pub.publish(src, dest, allow_no_movement=True)
     assert (dest / "fair-sudoku4" / "table.md").read_text() == "the committed set\n"
-    p = subprocess.run([sys.executable, str(ROOT / "results" / "reference" / "publish.py"), str(src), str(dest)],
-                       capture_output=True, text=True)
+    p = subprocess.run([sys.executable, str(ROOT / "results" / "reference" / "publish.py"), str(src), str(dest),
+                        "--allow-no-movement"], capture_output=True, text=True)
     assert p.returncode == 2 and says in p.stderr and "Traceback" not in p.stderr
+
+
+def test_publish_refuses_a_task_nothing_moves_and_names_what_moved_elsewhere(src, tmp_path, capsys):
+    pub = _publish_module()
+    for t in ("sudoku4", "countdown3-mini"):  # LFPO right on every problem, the start wrong on most: they move
+        f = src / f"fair-{t}" / "final" / "rows.jsonl"
+        rows = read_rows(f)
+        for r in rows:  # on 60 problems, so that the difference can be significant
+            n = 60
+            r["problem_ids"] = [f"q{i}" for i in range(n)]
+            r["scores"] = [1.0] * n if r["method"] == "lfpo" else [float(i % 4 == 0) for i in range(n)]
+            r["accuracy"] = sum(r["scores"]) / n
+        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(pub.Refused, match="task toy-code: no method is significantly above its start"):
+        pub.publish(src, tmp_path / "dest")
+    assert not (tmp_path / "dest" / "fair-sudoku4").exists()
+    moved = pub.movement  # the two doctored tasks pass, each naming LFPO's rows
+    with pytest.raises(pub.Refused):
+        moved(src)
+    (src / "fair-toy-code").rename(src / "fair-toy-code.off")
+    shutil.copytree(src / "fair-sudoku4", src / "fair-toy-code")  # stands in for a third task that moved
+    got = moved(src)
+    assert set(got) == {"sudoku4", "countdown3-mini", "toy-code"} and all(r and r[0].startswith("lfpo") for r in got.values())
+    shutil.rmtree(src / "fair-toy-code")
+    (src / "fair-toy-code.off").rename(src / "fair-toy-code")
+    out = subprocess.run([sys.executable, str(ROOT / "results" / "reference" / "publish.py"), str(src), str(tmp_path / "d")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "toy-code" in out.stderr and "--allow-no-movement" in out.stderr
 
 
 def _drop_last_done(folder: Path) -> None:

@@ -1,9 +1,10 @@
 """Publish a folder that results/reference/regenerate.sh finished as the committed reference set.
 
-    python results/reference/publish.py OUT [DEST]      (DEST: results/reference, this script's folder)
+    python results/reference/publish.py OUT [DEST] [--allow-no-movement]   (DEST: this script's folder)
 
 Refuses a folder in which any part, or any cell of any of its sweeps, is unfinished: a reference set is
-never published half-made. Replaces DEST's protocol files (fair-*/, lfpo-ablation/, the combined tables,
+never published half-made; and one where a task has no final row significantly above its start under the
+seed-aware test (such a task is not a benchmark; --allow-no-movement overrides, for a look at one). Replaces DEST's protocol files (fair-*/, lfpo-ablation/, the combined tables,
 the plots) with OUT's, leaving the rest of DEST (its README, this script, regenerate.sh) alone. What is
 copied: every sweep's sweep.yaml, cells.jsonl, rows.jsonl, timing.jsonl and tables, the tuning records, the
 final runs' config.json and log.jsonl (their training curves), parts.log; never model state, job folders or
@@ -74,6 +75,25 @@ def check(src: Path) -> None:
                           f"see `lfpo-bench sweep status {f}` and rerun regenerate.sh on {src}")
 
 
+def movement(src: Path) -> dict[str, list[str]]:
+    """Per task, the final rows significantly above the start (``report.above``, seed-aware), on the metric the
+    protocol compares (its ``train.val_metric``, else the task score). Refuses a task where none is: it
+    would be a table of its start, not a benchmark (issue 28)."""
+    from lfpo_bench.report import above, load_rows
+
+    moved = {}
+    for t in TASKS:
+        spec = yaml.safe_load((src / f"fair-{t}" / "tune.yaml").read_text()) or {}
+        metric = str((spec.get("train") or {}).get("val_metric") or "accuracy")
+        got = above(load_rows([src / f"fair-{t}" / "final"], metric=metric))
+        if got.empty:
+            raise Refused(f"task {t}: no method is significantly above its start (none) on {metric} at any setting of "
+                          f"{src / f'fair-{t}' / 'final'}; a task nothing moves is not a benchmark: change the task or its "
+                          "start (--allow-no-movement publishes it anyway)")
+        moved[t] = [f"{r.method} {r.setting} +{100 * r.delta:.1f}" for r in got.sort_values("delta", ascending=False).itertuples()]
+    return moved
+
+
 def copy_part(src: Path, dst: Path) -> None:
     for p in sorted(src.rglob("*")):
         rel = p.relative_to(src)
@@ -88,8 +108,11 @@ def copy_part(src: Path, dst: Path) -> None:
         shutil.copy2(p, dst / rel)
 
 
-def publish(src: Path, dest: Path) -> None:
+def publish(src: Path, dest: Path, allow_no_movement: bool = False) -> None:
     check(src)
+    if not allow_no_movement:
+        for t, rows in movement(src).items():
+            print(f"{t}: {len(rows)} row(s) significantly above the start, best {rows[0]}")
     dest.mkdir(parents=True, exist_ok=True)
     for part in PARTS:
         shutil.rmtree(dest / part, ignore_errors=True)
@@ -115,12 +138,15 @@ def main(argv: list[str]) -> int:
     if argv[:1] in (["-h"], ["--help"]):
         print(__doc__)
         return 0
-    if len(argv) not in (1, 2) or argv[0].startswith("-"):
-        print("usage: python results/reference/publish.py OUT [DEST]  (OUT: a folder regenerate.sh finished)", file=sys.stderr)
+    allow = "--allow-no-movement" in argv
+    argv = [a for a in argv if a != "--allow-no-movement"]
+    if len(argv) not in (1, 2) or any(a.startswith("-") for a in argv):
+        print("usage: python results/reference/publish.py OUT [DEST] [--allow-no-movement]  (OUT: a folder regenerate.sh "
+              "finished)", file=sys.stderr)
         return 2
     dest = Path(argv[1]) if len(argv) > 1 else Path(__file__).parent
     try:
-        publish(Path(argv[0]), dest)
+        publish(Path(argv[0]), dest, allow_no_movement=allow)
     except Refused as e:
         print(f"publish.py: {e}", file=sys.stderr)
         return 2
