@@ -212,6 +212,11 @@ class Running:
     reattached: bool = False  # submitted by an earlier supervisor (this one found it in cells.jsonl)
 
 
+def has_outcome(run_dir: Path) -> bool:
+    """The cell's worker left its rows or its error: it ended by itself (not killed mid-way)."""
+    return (run_dir / CELL_ROWS).exists() or (run_dir / CELL_ERROR).exists()
+
+
 def _job_paths(folder: str, job_id: str):
     from submitit.core.utils import JobPaths
 
@@ -416,8 +421,7 @@ def supervise(cells: list, todo: list, out: Path, lc: LauncherConfig, state, dev
         """A local worker of an earlier run that ended unwatched, with neither rows nor an error: it died with
         that run's harness (a reboot, a closed session, SIGKILL), so it is resubmitted, not recorded as failed;
         training resumes from its last checkpoint. Under watch, a job that ends without a result has failed."""
-        run_dir = out / "runs" / r.cell.id
-        if not (r.reattached and lc.kind == "local") or (run_dir / CELL_ROWS).exists() or (run_dir / CELL_ERROR).exists():
+        if not (r.reattached and lc.kind == "local") or has_outcome(out / "runs" / r.cell.id):
             return False
         r.reattached = False
         log.warning("cell %s (job %s) was stopped with an earlier run; resubmitting it (training resumes from its "
@@ -489,7 +493,7 @@ def _live_state(rec: dict, out: Path, cid: str) -> str:
     if kind == "local":
         if _local_alive(rec["job_id"], out / "runs" / cid):
             return "running"
-        if (out / "runs" / cid / CELL_ROWS).exists() or (out / "runs" / cid / CELL_ERROR).exists():
+        if has_outcome(out / "runs" / cid):
             return "ended (not merged yet: rerun the sweep command)"
         return "stopped unfinished (rerun the sweep command: it resubmits the cell, which resumes from its checkpoint)"
     try:

@@ -254,6 +254,15 @@ def seed_aware_compare(A: np.ndarray, B: np.ndarray, n_boot: int = 2000, alpha: 
     return d, float(lo), float(hi), p
 
 
+
+def compare_on_shared(group: tuple[np.ndarray, list[str]], base: tuple[np.ndarray, list[str]], n_boot: int = 2000,
+                      alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float, float]:
+    """``seed_aware_compare`` of two ``score_matrix`` results on the problems both have."""
+    (mat, ids), (bmat, bids) = group, base
+    common = sorted(set(ids) & set(bids))
+    return seed_aware_compare(mat[:, [ids.index(i) for i in common]], bmat[:, [bids.index(i) for i in common]],
+                              n_boot=n_boot, alpha=alpha, seed=seed)
+
 # ---- tables ----------------------------------------------------------------------------------------
 def summarize(df: pd.DataFrame, n_boot: int = 2000) -> pd.DataFrame:
     """One line per (method, task, setting): mean, CI, seeds, problems, NFE, latency."""
@@ -322,12 +331,8 @@ def comparison_table(df: pd.DataFrame, paired_vs: str | None = None, alpha: floa
         for _, r in g.iterrows():
             mark = ""
             if base is not None and r["method"] != base_of.get(t):
-                mat, ids = score_matrix(df[(df.method_label == r["method"]) & (df.task == t) & (df.setting == s)])
-                bmat, bids = base
-                common = sorted(set(ids) & set(bids))
-                a = mat[:, [ids.index(i) for i in common]]
-                b = bmat[:, [bids.index(i) for i in common]]
-                if seed_aware_compare(a, b, n_boot=n_boot, alpha=alpha)[3] < alpha:
+                group = score_matrix(df[(df.method_label == r["method"]) & (df.task == t) & (df.setting == s)])
+                if compare_on_shared(group, base, n_boot=n_boot, alpha=alpha)[3] < alpha:
                     mark = "†"
             table.setdefault(r["method"], {})[col] = _fmt_cell(r["mean"], r["lo"], r["hi"], r["mean"] == best, mark, fmt)
     return pd.DataFrame(table).T.sort_index()[cols]
@@ -346,12 +351,9 @@ def above(df: pd.DataFrame, base: str = "none", alpha: float = 0.05, n_boot: int
         sel = g[g.method_label == base_of.get(t)]
         if not len(sel):
             continue
-        bmat, bids = score_matrix(sel)
+        base_scores = score_matrix(sel)
         for m, mg in g[g.method_label != base_of.get(t)].groupby("method_label"):
-            mat, ids = score_matrix(mg)
-            common = sorted(set(ids) & set(bids))
-            d, lo, hi, p = seed_aware_compare(mat[:, [ids.index(i) for i in common]], bmat[:, [bids.index(i) for i in common]],
-                                              n_boot=n_boot, alpha=alpha)
+            d, lo, hi, p = compare_on_shared(score_matrix(mg), base_scores, n_boot=n_boot, alpha=alpha)
             if d > 0 and p < alpha:
                 out.append({"task": t, "setting": s, "method": m, "delta": d, "lo": lo, "hi": hi, "p": p})
     return pd.DataFrame(out, columns=["task", "setting", "method", "delta", "lo", "hi", "p"])
@@ -372,15 +374,11 @@ def delta_table(df: pd.DataFrame, base: str, n_boot: int = 2000, alpha: float = 
         if b.empty:
             continue
         cols.append(col)
-        bmat, bids = score_matrix(b)
+        base_scores = score_matrix(b)
         for label, gm in g.groupby("method_label"):
             if label == base_of.get(t):
                 continue
-            mat, ids = score_matrix(gm)
-            common = sorted(set(ids) & set(bids))
-            a = mat[:, [ids.index(i) for i in common]]
-            c = bmat[:, [bids.index(i) for i in common]]
-            d, lo, hi, p = seed_aware_compare(a, c, n_boot=n_boot, alpha=alpha, seed=seed)
+            d, lo, hi, p = compare_on_shared(score_matrix(gm), base_scores, n_boot=n_boot, alpha=alpha, seed=seed)
             mark = "†" if p < alpha else ""
             table.setdefault(label, {})[col] = f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{mark}"
     return pd.DataFrame(table).T.sort_index()[cols] if table else pd.DataFrame()
