@@ -210,6 +210,7 @@ class Running:
     job: Any = None  # the submitit Job when submitted by this process
     gpu: int | None = None
     reattached: bool = False  # submitted by an earlier supervisor (this one found it in cells.jsonl)
+    boot: str | None = None  # the machine boot a local job was submitted on (None: not recorded, or this process's own)
 
 
 def has_outcome(run_dir: Path) -> bool:
@@ -250,16 +251,33 @@ def _pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z" and b"submitit" in cmd
 
 
-def _local_alive(job_id: str, run_dir: Path) -> bool:
+def this_boot() -> str:
+    """This machine and boot: a local job's pid means something only on the boot that gave it out."""
+    import socket
+
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}"
+
+
+def _pid_of_job(job_id: str, boot: str | None) -> bool:
+    """Is a local job's controller alive? A folder restored elsewhere (a commit, a copy, a reboot) holds pids of
+    another boot, which this machine may have given to unrelated processes since: those jobs are gone."""
+    return (boot is None or boot == this_boot()) and _pid_alive(int(job_id))
+
+
+def _local_alive(job_id: str, run_dir: Path, boot: str | None = None) -> bool:
     """A local job lives while its submitit controller does, or while a worker holds its cell's run folder."""
-    return _pid_alive(int(job_id)) or Lock.held(run_dir)
+    return _pid_of_job(job_id, boot) or Lock.held(run_dir)
 
 
 def job_state(kind: str, r: Running, out: Path) -> str:
     """RUNNING while the job may still produce a result; else the scheduler's final state (or FINISHED)."""
     run_dir = out / "runs" / r.cell.id
     if kind == "local":  # a reattached job has no submitit handle: its controller's pid stands for it
-        st = r.job.state if r.job is not None else ("RUNNING" if _pid_alive(int(r.job_id)) else "FINISHED")
+        st = r.job.state if r.job is not None else ("RUNNING" if _pid_of_job(r.job_id, r.boot) else "FINISHED")
         return "RUNNING" if st == "RUNNING" or Lock.held(run_dir) else st
     if r.job is None:
         r.job = _submitit().SlurmJob(folder=r.folder, job_id=r.job_id)
@@ -345,7 +363,8 @@ def supervise(cells: list, todo: list, out: Path, lc: LauncherConfig, state, dev
     running: list[Running] = []
     for cid, rec in list(state.submitted.items()):
         if cid in by_id:
-            running.append(Running(by_id[cid], str(rec["job_id"]), rec["folder"], started=rec.get("t", time.time()), reattached=True))
+            running.append(Running(by_id[cid], str(rec["job_id"]), rec["folder"], started=rec.get("t", time.time()),
+                                   reattached=True, boot=rec.get("boot")))
     waiting = [c for c in todo if c.id not in state.submitted]
     todo_ids = {c.id for c in todo}
     name = f"lfpo-{out.name}"
@@ -379,13 +398,13 @@ def supervise(cells: list, todo: list, out: Path, lc: LauncherConfig, state, dev
                 g = gpu_of.get(c.id)
                 ex.update_parameters(gpus_per_node=1 if g is not None else 0, visible_gpus=(g,) if g is not None else ())
                 jobs.append(ex.submit(CellJob(), c, str(out), device if g is None else "cuda", report_to, threads, None))
-        recs = []
+        recs, boot = [], this_boot()
         for c, j in zip(batch, jobs):
             r = Running(c, str(j.job_id), str(folder), job=j, gpu=gpu_of.get(c.id))
             running.append(r)
             state.submitted[c.id] = {"job_id": r.job_id, "folder": r.folder}
             recs.append({"cell": c.id, "label": c.label(), "status": "submitted", "launcher": lc.kind, "job_id": r.job_id,
-                         "folder": r.folder, "t": round(r.started, 1)})
+                         "folder": r.folder, "t": round(r.started, 1), **({"boot": boot} if lc.kind == "local" else {})})
         append_rows(out / "cells.jsonl", recs)
 
     def finish(r: Running, st: str) -> None:
@@ -491,7 +510,7 @@ def cell_states(folder: str | Path) -> list[dict]:
 def _live_state(rec: dict, out: Path, cid: str) -> str:
     kind = rec.get("launcher", "local")
     if kind == "local":
-        if _local_alive(rec["job_id"], out / "runs" / cid):
+        if _local_alive(rec["job_id"], out / "runs" / cid, rec.get("boot")):
             return "running"
         if has_outcome(out / "runs" / cid):
             return "ended (not merged yet: rerun the sweep command)"
