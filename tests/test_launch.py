@@ -4,6 +4,7 @@ every state; launcher settings are checked and reach the sbatch script."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -219,8 +220,67 @@ def test_a_crash_between_merge_and_done_line_merges_once(tmp_path):
     assert [r["status"] for r in records(out) if r["cell"] == gone["cell"]].count("submitted") == 1  # merged, not rerun
 
 
-def test_launcher_settings_are_checked_and_reach_the_sbatch_script(tmp_path):
+@pytest.mark.slow  # two local sweeps: .ci/run runs it in its launcher tier
+def test_a_folder_moved_to_another_machine_without_runs_or_jobs_resumes(tmp_path):
+    """A sweep folder copied elsewhere without its runs/ and jobs/ (a commit, a copy to a new machine, a restore
+    after a reboot): done cells stay done, the cell that was in flight reruns, each row lands once, even when
+    this machine has since given the recorded pid to a live submitit process of its own."""
+    sw = spec(tmp_path, ["none"], seeds=(0, 1))
+    out = tmp_path / "s"
+    cli("sweep", "--config", str(sw), "--out", str(out), "--launcher", "local", "--jobs", "2")
+    before = rows(out)
+    recs = records(out)
+    last_done = max(i for i, r in enumerate(recs) if r["status"] == "done")
+    gone = recs[last_done]
+    impostor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "submitit"])
+    try:
+        kept = [r for i, r in enumerate(recs) if i != last_done]  # the cell was in flight when the folder was copied
+        for r in kept:
+            if r["cell"] == gone["cell"] and r["status"] == "submitted":
+                r.update(job_id=str(impostor.pid), boot="another-machine/0")  # a pid from the other boot, alive here
+        moved = tmp_path / "moved"
+        shutil.copytree(out, moved, ignore=shutil.ignore_patterns("runs", "jobs"))
+        (moved / "cells.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+        status = cli("sweep", "status", str(moved)).stdout
+        assert "stopped unfinished" in status and "running" not in status, status
+        p = cli("sweep", "--config", str(sw), "--out", str(moved), "--launcher", "local", "--jobs", "2", timeout=300)
+        assert impostor.poll() is None  # it was neither waited for nor touched
+    finally:
+        impostor.kill()
+    assert "2/2 cells done" in p.stdout
+    assert rows(moved).keys() == before.keys()
+    sts = [r["status"] for r in records(moved) if r["cell"] == gone["cell"]]
+    assert sts == ["submitted", "interrupted", "submitted", "done"], sts
+    other = [r["status"] for r in records(moved) if r["cell"] != gone["cell"]]
+    assert other == ["submitted", "done"], other  # the done cell is not rerun
+
+
+def test_a_pid_recorded_on_another_boot_is_never_read_as_a_live_job(tmp_path):
+    from lfpo_bench.launch import _local_alive, this_boot
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "submitit"])
+    try:
+        wait_for(lambda: b"submitit" in Path(f"/proc/{proc.pid}/cmdline").read_bytes(), what="the process to start")
+        assert _local_alive(str(proc.pid), tmp_path / "run", this_boot())
+        assert _local_alive(str(proc.pid), tmp_path / "run", None)  # a record from before boots were written
+        assert not _local_alive(str(proc.pid), tmp_path / "run", "another-machine/" + this_boot().split("/")[-1])
+        assert not _local_alive(str(proc.pid), tmp_path / "run", this_boot().split("/")[0] + "/an-earlier-boot")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not _local_alive(str(proc.pid), tmp_path / "run", this_boot())
+
+
+def test_launcher_settings_are_checked_and_reach_the_sbatch_script(tmp_path, monkeypatch):
     from lfpo_bench.launch import LauncherConfig, launcher_config, make_executor
+
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no SLURM here: the launcher says what is missing
+    with pytest.raises(UserError, match="needs `sbatch` on PATH"):
+        make_executor(LauncherConfig(kind="slurm"), tmp_path / "jobs", "lfpo-test")
+    (tmp_path / "bin").mkdir()
+    for tool in ("sbatch", "sacct", "srun"):  # stand-ins: writing the script runs none (a login node has all three)
+        (tmp_path / "bin" / tool).write_text("#!/bin/sh\nexit 1\n")
+        (tmp_path / "bin" / tool).chmod(0o755)
 
     with pytest.raises(UserError, match="did you mean 'slurm'"):
         launcher_config({}, "slurn", None, "f.yaml")
