@@ -318,17 +318,23 @@ def tune(
     launcher: Optional[str] = typer.Option(None, help=LAUNCHER_HELP + " (default: the file's launcher:, else inline)"),
     jobs: Optional[int] = typer.Option(None, help="--launcher local: worker processes at once; slurm: array parallelism"),
     retry_failed: bool = typer.Option(False, help="rerun (resubmit) trial and final cells recorded as failed"),
+    tuning_only: bool = typer.Option(False, help="stop once the choice is made (tuning.md, final/chosen.json), before "
+                                     "the final phase; the same command without it runs the final phase"),
 ) -> None:
     """Equal tuning budget per method (selection on validation), then the chosen configs over seeds on test."""
     from .tune import tune as work
 
-    out_dir, chosen, recs = work(config, out=out, device=device, launcher=launcher, jobs=jobs, retry_failed=retry_failed)
+    out_dir, chosen, recs = work(config, out=out, device=device, launcher=launcher, jobs=jobs, retry_failed=retry_failed,
+                                 tuning_only=tuning_only)
     console.print((out_dir / "tuning.md").read_text(), markup=False, highlight=False)
     for m, c in chosen.items():
         cfg = {**{f"train.{k}": v for k, v in c["tuned_train"].items()}, **{f"method.{k}": v for k, v in c["method_cfg"].items()}}
         console.print(f"{m}: trial {c['trial']} chosen ({', '.join(f'{k}={v}' for k, v in cfg.items()) or 'defaults'}), "
                       f"validation {c.get('metric', 'accuracy')} {100 * c['val_accuracy']:.1f}%")
-    console.print(f"final rows in {out_dir / 'final' / 'rows.jsonl'}; tables: lfpo-bench table {out_dir / 'final'} --paired-vs none")
+    if tuning_only:
+        console.print(f"final phase not run (--tuning-only): the same command without --tuning-only runs it into {out_dir / 'final'}")
+    else:
+        console.print(f"final rows in {out_dir / 'final' / 'rows.jsonl'}; tables: lfpo-bench table {out_dir / 'final'} --paired-vs none")
 
 
 @app.command()

@@ -350,10 +350,12 @@ def final_spec(spec: dict, chosen: dict) -> dict:
 
 
 def tune(path: str, out: str | None = None, device: str = "auto", show_progress: bool = True, launcher: str | None = None,
-         jobs: int | None = None, retry_failed: bool = False) -> tuple[Path, dict, list[dict]]:
+         jobs: int | None = None, retry_failed: bool = False, tuning_only: bool = False) -> tuple[Path, dict, list[dict]]:
     """Run both phases (resumably); returns (out folder, chosen per method, trial records). ``launcher``/``jobs``:
     where every trial's and the final phase's cells run (see ``launch.py``), over the file's ``launcher:``.
-    ``retry_failed``: rerun the trial and final cells recorded as failed (as ``sweep --retry-failed``)."""
+    ``retry_failed``: rerun the trial and final cells recorded as failed (as ``sweep --retry-failed``).
+    ``tuning_only``: stop once the choice is made (tuning.md, final/chosen.json written), before the final phase's
+    cells run; the same call without it runs them (the trials are then no-ops)."""
     from .sweep import PRESETS
 
     if not Path(path).exists() and (PRESETS / f"{path}.yaml").exists():
@@ -375,10 +377,10 @@ def tune(path: str, out: str | None = None, device: str = "auto", show_progress:
     claim_folder(out_dir, "tune", "--out", name=name)
     with Lock(out_dir, "tune"):
         on_interrupt(f"finished trials are kept in {out_dir}; resume with: {rerun_command()}")
-        return _tune_in(spec, path, where, trials, specs, out_dir, device, show_progress, launch)
+        return _tune_in(spec, path, where, trials, specs, out_dir, device, show_progress, launch, tuning_only)
 
 
-def _tune_in(spec, path, where, trials, specs, out_dir: Path, device, show_progress, launch):
+def _tune_in(spec, path, where, trials, specs, out_dir: Path, device, show_progress, launch, tuning_only=False):
     names = row_names(trials)  # before any trial runs: two entries whose rows could not be told apart are refused
     (out_dir / "tune.yaml").write_text(Path(path).read_text())
 
@@ -431,5 +433,7 @@ def _tune_in(spec, path, where, trials, specs, out_dir: Path, device, show_progr
          for m, c in chosen.items()}, indent=2, sort_keys=True))
     f = out_dir / "final.yaml"
     f.write_text(yaml.safe_dump(longest_first(fs, cost), sort_keys=True))
+    if tuning_only:
+        return out_dir, chosen, recs
     sweep(str(f), out=str(out_dir / "final"), device=device, show_progress=show_progress, **launch)
     return out_dir, chosen, recs

@@ -241,3 +241,24 @@ def test_a_failed_trial_stops_tuning_with_the_fix_and_retry_failed_reruns_it(tmp
     out, chosen, recs = tune(str(tmp_path / "t.yaml"), out=str(tmp_path / "out"), show_progress=False, retry_failed=True)
     assert len(chosen) == 2 and len([r for r in recs if r["method"] != "none"]) == 2
     assert read_rows(out / "final" / "rows.jsonl")
+
+
+def test_tuning_only_stops_before_the_final_phase_and_the_plain_rerun_runs_only_it(tmp_path, monkeypatch):
+    """--tuning-only: the trials and the choice, no final cell; the same call without it then runs the final phase
+    and no trial again (a tuning on one machine or session, the finals where their weights stay)."""
+    from lfpo_bench.tune import tune
+
+    monkeypatch.chdir(tmp_path)
+    spec = {**SPEC, "methods": ["none", "lfpo"], "final": {**SPEC["final"], "seeds": [0]},
+            "tune": {**SPEC["tune"], "grid": {"default": SPEC["tune"]["grid"]["default"]}}}
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(spec))
+    out, chosen, _ = tune(str(tmp_path / "t.yaml"), out=str(tmp_path / "out"), show_progress=False, tuning_only=True)
+    assert sorted(chosen) == ["lfpo", "none"] and (out / "tuning.md").exists()
+    assert json.loads((out / "final" / "chosen.json").read_text()).keys() == {"lfpo", "none"}  # what the ablation reads
+    assert not (out / "final" / "cells.jsonl").exists() and not (out / "final" / "rows.jsonl").exists()
+    trial_cells = {f: f.read_text() for f in sorted((out / "tune").rglob("cells.jsonl"))}
+    out2, chosen2, _ = tune(str(tmp_path / "t.yaml"), out=str(tmp_path / "out"), show_progress=False)
+    assert chosen2 == chosen
+    assert {f: f.read_text() for f in sorted((out / "tune").rglob("cells.jsonl"))} == trial_cells  # no trial reran
+    final = read_rows(out / "final" / "rows.jsonl")
+    assert sorted({r["method"] for r in final}) == ["lfpo", "none"] and {r["split"] for r in final} == {"test"}

@@ -1,30 +1,36 @@
 #!/usr/bin/env bash
 # Regenerate the reference set (the tuned comparison on three tasks and the LFPO ablation) into a new folder.
 #   bash results/reference/regenerate.sh [--quick] [--part NAME]... [--launcher inline|local|slurm] [--jobs N]
-#                                        [--retry-failed] [OUT]
+#                                        [--retry-failed] [--tuning-only] [OUT]
 # Parts: sudoku4, countdown3-mini, toy-code (the fair protocol, lfpo_bench/presets/fair-<task>.yaml) and
 # ablation (lfpo-ablation-sudoku4 from the configuration the sudoku4 tuning chose for LFPO, so it runs after
 # sudoku4). Default: all four, in that order. Every part resumes: run the same command again (cells stopped with
 # an earlier run are resubmitted and continue from their last checkpoint; cells that failed while watched are
 # rerun only with --retry-failed).
 # --quick runs the fair-<task>-quick presets and a shrunk ablation (a smoke test of the protocol).
+# --tuning-only: each task part stops once its choice is made (tuning.md, final/chosen.json), before its final
+# phase (the default parts are then the three tasks); the same command without it runs the finals. A final phase's
+# timing pass needs the weights of all its cells, so run it where they stay (one machine, one session).
 # --launcher/--jobs: where the cells run (docs/sweeps.md "On a cluster"); the default is the local launcher with
 # 2 workers (this machine's 2 cores, one torch thread each). Each part's wall time goes to OUT/parts.log.
 set -euo pipefail
-quick=""; parts=(); out=""; launch=(); retry=()
+quick=""; parts=(); out=""; launch=(); retry=(); only=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="-quick" ;;
     --part) shift; parts+=("$1") ;;
     --launcher|--jobs) launch+=("$1" "$2"); shift ;;
     --retry-failed) retry=(--retry-failed) ;;
-    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
-    -*) echo "regenerate.sh: unknown option $1 (--quick, --part NAME, --launcher KIND, --jobs N, --retry-failed, OUT)" >&2; exit 2 ;;
+    --tuning-only) only=(--tuning-only) ;;
+    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
+    -*) echo "regenerate.sh: unknown option $1 (--quick, --part NAME, --launcher KIND, --jobs N, --retry-failed, --tuning-only, OUT)" >&2; exit 2 ;;
     *) out="$1" ;;
   esac
   shift
 done
-[ ${#parts[@]} -gt 0 ] || parts=(sudoku4 countdown3-mini toy-code ablation)
+if [ ${#parts[@]} -eq 0 ]; then
+  parts=(sudoku4 countdown3-mini toy-code); [ ${#only[@]} -gt 0 ] || parts+=(ablation)
+fi
 [ ${#launch[@]} -gt 0 ] || launch=(--launcher local --jobs 2)
 # the metric a part is compared on: its protocol's train.val_metric (sudoku4: solved), else the task score
 metric() { python -c "import sys, yaml; from lfpo_bench.sweep import PRESETS
@@ -35,7 +41,8 @@ for p in "${parts[@]}"; do
   start=$(date +%s)
   case "$p" in
     sudoku4|countdown3-mini|toy-code)
-      lfpo-bench tune --config "fair-$p$quick" --out "$out/fair-$p" "${launch[@]}" ${retry[@]+"${retry[@]}"}
+      lfpo-bench tune --config "fair-$p$quick" --out "$out/fair-$p" "${launch[@]}" ${retry[@]+"${retry[@]}"} ${only[@]+"${only[@]}"}
+      if [ ${#only[@]} -gt 0 ]; then echo "part $p (tuning only) done in $(( $(date +%s) - start )) s" | tee -a "$out/parts.log"; continue; fi
       m=$(metric "fair-$p$quick")
       lfpo-bench table "$out/fair-$p/final" --metric "$m" --paired-vs none --out "$out/fair-$p/table.md" > /dev/null
       lfpo-bench table "$out/fair-$p/final" --metric "$m" --paired-vs lfpo --target auto --baseline lfpo \
