@@ -144,6 +144,24 @@ def test_publish_copies_a_finished_set_without_model_state_and_draws_the_plots(s
     from lfpo_bench.report import load_rows
 
     assert len(load_rows([dest / "fair-sudoku4" / "final"])) > 0  # the published folder is a table's input as it stands
+    # and git commits what publishing copies: every published file, at its place under results/reference, is
+    # not ignored (the training curves live in runs/, which the repo ignores elsewhere); weights would be
+    published = sorted(str(Path("results/reference") / p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    weights = sorted(str(Path("results/reference") / p.relative_to(src)) for p in src.rglob("*")
+                     if p.is_file() and ("checkpoint" in p.parts or p.name == "trainer_state.pt"))
+    assert any("/runs/" in p for p in published) and weights
+    assert ignored(published) == []
+    assert ignored(weights) == weights
+
+
+def ignored(paths: list[str]) -> list[str]:
+    """Which of these repository paths git would ignore (they need not exist)."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    p = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT, input="\n".join(paths) + "\n",
+                       capture_output=True, text=True)
+    assert p.returncode in (0, 1), p.stderr
+    return sorted(p.stdout.split())
 
 
 @pytest.mark.parametrize("break_it, says", [
