@@ -524,6 +524,7 @@ class Trainer:
         t_start = time.perf_counter()
         if resume and self.load():
             log.info("resumed %s at update %d", self.ckpt_path, self.start_update)
+        self._restart_log()
         if self.start_update == 0 and not self.result.history:
             entry = {"update": 0, "stage": "start"}
             self._record_val(0, self.validate(), entry)
@@ -551,6 +552,16 @@ class Trainer:
         self.result.last, self.result.last_update = self.evaluated_state(), cfg.updates
         self.result.seconds = time.perf_counter() - t_start
         return self.result
+
+    def _restart_log(self) -> None:
+        """``log.jsonl`` is the history the run continues from: lines an earlier attempt wrote past its last
+        checkpoint (or, with no checkpoint, all of them) would otherwise stand twice in the training curve."""
+        path = self.run_dir / "log.jsonl"
+        if self.dist.is_main and (path.exists() or self.result.history):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(json.dumps(e, default=float) + "\n" for e in self.result.history))
+            os.replace(tmp, path)
 
     def _log(self, entry: dict) -> None:
         self.result.history.append(entry)

@@ -2,6 +2,7 @@
 short run really changes the policy."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -52,11 +53,30 @@ def test_resume_continues_bit_identically(tmp_path, name):
     t = crash_after_checkpoint(Trainer(interrupted, task, method(name), cfg, tmp_path / "b", show_progress=False))
     with pytest.raises(KeyboardInterrupt):
         t.fit()
+    with open(tmp_path / "b" / "log.jsonl", "a") as f:  # a line logged past the checkpoint, then the kill
+        f.write(json.dumps({"update": 2, "stage": "lost with the kill"}) + "\n")
     resumed = fresh()
     r = Trainer(resumed, task, method(name), cfg, tmp_path / "b", show_progress=False).fit(resume=True)
     for (n, p), (_, q) in zip(straight.module.named_parameters(), resumed.module.named_parameters()):
         assert torch.equal(p, q), f"{name}: {n} differs after resume"
     assert [e["update"] for e in r.history] == [0, 0, 1, 2, 3]
+    logged = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [e["update"] for e in logged] == [0, 0, 1, 2, 3] and all(e.get("stage") != "lost with the kill" for e in logged)
+    assert [e.get("loss") for e in logged] == [json.loads(x).get("loss") for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+
+
+def test_a_run_started_over_logs_its_curve_once(tmp_path):
+    """A run folder whose earlier attempt left a log but no checkpoint (killed before its first one, or moved
+    without its weights): the restart's log.jsonl is its own history, not the old lines followed by it."""
+    task = TASKS.get("sudoku4")()
+    cfg = TrainConfig(**SMALL)
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "log.jsonl").write_text(json.dumps({"update": 0, "stage": "start"}) + "\n" + json.dumps({"update": 0, "loss": 9.0}) + "\n")
+    r = Trainer(fresh(), task, method("lfpo"), cfg, run, show_progress=False).fit(resume=True)
+    logged = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [e["update"] for e in logged] == [e["update"] for e in r.history] == [0, 0, 1, 2, 3]
+    assert all(e.get("loss") != 9.0 for e in logged)
 
 
 class NoisyReward(TASKS.get("sudoku4")):
