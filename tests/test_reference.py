@@ -27,16 +27,26 @@ TRAINED = sorted(m for m in METHODS.names() if m not in ("none", "sft"))
 def test_quick_regeneration_writes_the_whole_protocol(tmp_path):
     out = tmp_path / "quick"
     env = {**os.environ, "LFPO_BENCH_PROGRESS": "0"}
+    # in two commands, as a run split across machines or sessions goes: the three tunings, then (trials done) the
+    # finals and the ablation; the second must run no trial again
+    tuning = subprocess.run(["bash", str(ROOT / "results/reference/regenerate.sh"), "--quick", "--tuning-only", str(out)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    assert tuning.returncode == 0, tuning.stdout[-3000:] + tuning.stderr[-3000:]
+    assert [p.split()[1:4] for p in (out / "parts.log").read_text().splitlines()] == [[t, "(tuning", "only)"] for t in TASKS]
+    for t in TASKS:
+        assert (out / f"fair-{t}" / "final" / "chosen.json").exists() and not (out / f"fair-{t}" / "final" / "rows.jsonl").exists()
+    trials = {f: f.read_text() for f in sorted(out.glob("fair-*/tune/trial*/cells.jsonl"))}
     proc = subprocess.run(["bash", str(ROOT / "results/reference/regenerate.sh"), "--quick", str(out)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert {f: f.read_text() for f in sorted(out.glob("fair-*/tune/trial*/cells.jsonl"))} == trials
     check_quick_output(out)
     sys.stdout.write((out / "parts.log").read_text())
 
 
 def check_quick_output(out: Path) -> None:
     """What ``regenerate.sh --quick OUT`` must have written (also callable on a finished folder)."""
-    parts = (out / "parts.log").read_text().splitlines()
+    parts = [p for p in (out / "parts.log").read_text().splitlines() if "(tuning only)" not in p]
     assert [p.split()[1] for p in parts] == [*TASKS, "ablation"] and all(p.split()[-1] == "s" for p in parts)
     for task in TASKS:
         d = out / f"fair-{task}"
