@@ -202,18 +202,22 @@ def test_a_raising_cell_is_failed_with_its_error_and_the_others_finish(tmp_path)
     assert "1 done" in status and "1 failed" in status and "boom" in status
 
 
+def finished_then_last_done_line_dropped(tmp_path: Path):
+    """Two cheap cells through local workers, done; returns (sweep file, folder, its rows, the record of the last
+    done line, the cell records without that line)."""
+    sw = spec(tmp_path, ["none"], seeds=(0, 1))
+    out = tmp_path / "s"
+    cli("sweep", "--config", str(sw), "--out", str(out), "--launcher", "local", "--jobs", "2")
+    recs = records(out)
+    last_done = max(i for i, r in enumerate(recs) if r["status"] == "done")
+    return sw, out, rows(out), recs[last_done], [r for i, r in enumerate(recs) if i != last_done]
+
+
 @pytest.mark.slow  # two local sweeps: .ci/run runs it in its launcher tier
 def test_a_crash_between_merge_and_done_line_merges_once(tmp_path):
     """The supervisor appended a cell's rows but died before its done line: the next start drops those rows
     and merges the cell's file again, so each row lands once."""
-    sw = spec(tmp_path, ["none"], seeds=(0, 1))
-    out = tmp_path / "s"
-    cli("sweep", "--config", str(sw), "--out", str(out), "--launcher", "local", "--jobs", "2")
-    before = rows(out)
-    recs = records(out)
-    last_done = max(i for i, r in enumerate(recs) if r["status"] == "done")
-    gone = recs[last_done]
-    kept = [r for i, r in enumerate(recs) if i != last_done]
+    sw, out, before, gone, kept = finished_then_last_done_line_dropped(tmp_path)
     (out / "cells.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))  # rows stay: the crash window
     cli("sweep", "--config", str(sw), "--out", str(out), "--launcher", "local", "--jobs", "2")
     assert rows(out) == before
@@ -225,16 +229,9 @@ def test_a_folder_moved_to_another_machine_without_runs_or_jobs_resumes(tmp_path
     """A sweep folder copied elsewhere without its runs/ and jobs/ (a commit, a copy to a new machine, a restore
     after a reboot): done cells stay done, the cell that was in flight reruns, each row lands once, even when
     this machine has since given the recorded pid to a live submitit process of its own."""
-    sw = spec(tmp_path, ["none"], seeds=(0, 1))
-    out = tmp_path / "s"
-    cli("sweep", "--config", str(sw), "--out", str(out), "--launcher", "local", "--jobs", "2")
-    before = rows(out)
-    recs = records(out)
-    last_done = max(i for i, r in enumerate(recs) if r["status"] == "done")
-    gone = recs[last_done]
+    sw, out, before, gone, kept = finished_then_last_done_line_dropped(tmp_path)  # that cell was in flight when copied
     impostor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "submitit"])
     try:
-        kept = [r for i, r in enumerate(recs) if i != last_done]  # the cell was in flight when the folder was copied
         for r in kept:
             if r["cell"] == gone["cell"] and r["status"] == "submitted":
                 r.update(job_id=str(impostor.pid), boot="another-machine/0")  # a pid from the other boot, alive here
