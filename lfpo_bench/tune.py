@@ -181,7 +181,11 @@ def scores(out: Path, metric: str = "accuracy", names: dict[str, str] | None = N
     """Every finished trial: method, trial index, configuration, validation score under ``metric`` (the
     protocol's ``train.val_metric``) of its last update (mean over tasks/models; a method that does not train:
     its one checkpoint). The score is kept as ``val_accuracy`` whatever the metric, and named in ``metric``.
-    ``names`` (``row_names``): a row's method name to the protocol's entry for it."""
+    ``names`` (``row_names``): a row's method name to the protocol's entry for it.
+
+    The records come in one canonical order (trial, then the protocol's method order, then configuration),
+    never in the order the rows were written: a trial's rows are appended as its cells finish, which depends
+    on the launcher, the number of workers and the machine's timing."""
     names = names or {}
     recs = []
     for f in sorted((out / "tune").glob("trial*/rows.jsonl"), key=lambda p: int(p.parent.name[5:])):
@@ -199,7 +203,9 @@ def scores(out: Path, metric: str = "accuracy", names: dict[str, str] | None = N
             recs.append({"method": names.get(m, m), "trial": i, "method_cfg": json.loads(mc), "train_cfg": json.loads(tc),
                          "val_accuracy": sum(a for a, _ in got) / len(got), "metric": metric,
                          "selected_updates": sorted({u for _, u in got if u is not None})})
-    return recs
+    rank = {m: i for i, m in enumerate(names.values())}
+    return sorted(recs, key=lambda r: (r["trial"], rank.get(r["method"], len(rank)), r["method"],
+                                       json.dumps(r["method_cfg"], sort_keys=True), json.dumps(r["train_cfg"], sort_keys=True)))
 
 
 def choose(recs: list[dict], trials: dict, shared_train: dict) -> dict[str, dict]:

@@ -191,6 +191,37 @@ def test_a_protocol_metric_scores_the_trials_and_a_wrong_name_is_refused(tmp_pat
 
 
 
+def test_trial_records_do_not_depend_on_the_order_cells_finished(tmp_path):
+    """A trial's rows are appended as its cells finish (launcher, workers, timing decide that order): the
+    records, and so tuning.jsonl, come in the protocol's method order whatever order the rows were written in."""
+    import random
+
+    from lfpo_bench.tune import scores
+
+    def row(method, stage, acc, mcfg, lr):
+        return {"method": method, "stage": stage, "accuracy": acc, "method_cfg": mcfg, "train_cfg": {"lr": lr},
+                "config": {"selected_update": 1}}
+
+    rows = {0: [row("none", "after", 0.3, {}, 0.0), row("lfpo", "last", 0.5, {}, 1e-4),
+                row("diffu_grpo", "last", 0.4, {"mu": 1}, 1e-4), row("MyRL", "last", 0.2, {}, 1e-4)],
+            1: [row("lfpo", "last", 0.6, {}, 3e-4), row("diffu_grpo", "last", 0.1, {"mu": 2}, 1e-4),
+                row("MyRL", "last", 0.7, {}, 3e-4)]}
+    names = {"none": "none", "MyRL": "plug.py:MyRL", "lfpo": "lfpo", "diffu_grpo": "diffu_grpo"}  # protocol order
+    seen = []
+    for shuffle_seed in range(6):
+        rng = random.Random(shuffle_seed)
+        for i, rs in rows.items():
+            d = tmp_path / str(shuffle_seed) / "tune" / f"trial{i}"
+            d.mkdir(parents=True)
+            rs = list(rs)
+            rng.shuffle(rs)
+            (d / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
+        seen.append(scores(tmp_path / str(shuffle_seed), names=names))
+    assert all(s == seen[0] for s in seen)
+    assert [(r["trial"], r["method"]) for r in seen[0]] == [
+        (0, "none"), (0, "plug.py:MyRL"), (0, "lfpo"), (0, "diffu_grpo"),
+        (1, "plug.py:MyRL"), (1, "lfpo"), (1, "diffu_grpo")]
+
 def test_trials_and_the_final_phase_start_their_dearest_methods_first():
     """Longest-processing-time first: measured means, highest first; unmeasured methods lead (they may be
     long); ties keep grid order; the cells are the same ones."""
