@@ -44,6 +44,59 @@ def test_quick_regeneration_writes_the_whole_protocol(tmp_path):
     sys.stdout.write((out / "parts.log").read_text())
 
 
+# a stand-in for the CLI, so that regenerate.sh's own control flow is tested in seconds: `tune` makes the part's
+# final/ folder with its choice (and, without --tuning-only, the final rows), `table` refuses a folder without
+# rows (as the real one does) and writes its --out, `sweep` makes its --out folder
+STUB_CLI = r"""#!/usr/bin/env bash
+set -euo pipefail
+cmd=$1; shift
+out=""; only=""; src=""
+while [ $# -gt 0 ]; do
+  case "$1" in --out) out=$2; shift ;; --tuning-only) only=1 ;; --config|--metric|--paired-vs|--target|--baseline|--stage|--deltas-vs|--launcher|--jobs) shift ;; -*) ;; *) src=$1 ;; esac
+  shift
+done
+case "$cmd" in
+  tune) mkdir -p "$out/final"; echo '{"lfpo": {"train.lr": 0.0001, "method.mu": 4}}' > "$out/final/chosen.json"
+        [ -n "$only" ] || touch "$out/final/rows.jsonl" ;;
+  table) [ -f "$src/rows.jsonl" ] || { echo "stub table: no rows in $src" >&2; exit 2; }; echo "table of $src" > "$out" ;;
+  sweep) mkdir -p "$out"; touch "$out/rows.jsonl" ;;
+  *) echo "stub: unexpected command $cmd" >&2; exit 2 ;;
+esac
+"""
+
+
+def test_regenerate_ends_cleanly_after_any_parts_and_combines_tables_only_when_every_task_has_them(tmp_path):
+    """A split run goes --tuning-only, then one task's final at a time, then the ablation: every step exits 0,
+    and the combined tables appear only once all three tasks have their final tables (a task only tuned has a
+    final/ folder holding its choice and no tables)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "lfpo-bench").write_text(STUB_CLI)
+    (bin_dir / "lfpo-bench").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    out = tmp_path / "run"
+
+    def regen(*args):
+        p = subprocess.run(["bash", str(ROOT / "results/reference/regenerate.sh"), *args, str(out)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout + p.stderr
+        return p.stdout
+
+    said = regen("--tuning-only")
+    assert "not written yet" in said and all(t in said.split("not written yet")[1] for t in TASKS)
+    assert not (out / "table.md").exists()
+    said = regen("--part", "sudoku4")
+    assert not (out / "table.md").exists() and "countdown3-mini toy-code" in said
+    regen("--part", "ablation")
+    assert (out / "lfpo-ablation" / "table.md").exists() and not (out / "table.md").exists()
+    regen("--part", "countdown3-mini", "--part", "toy-code")
+    for v in ("table", "table-vs-lfpo", "table-last"):
+        text = (out / f"{v}.md").read_text()
+        assert [line for line in text.splitlines() if line.startswith("## ")] == [f"## {t}" for t in TASKS]
+    logged = [line.split()[1:3] for line in (out / "parts.log").read_text().splitlines()]
+    assert logged == [[t, "(tuning"] for t in TASKS] + [["sudoku4", "done"], ["ablation", "done"],
+                                                        ["countdown3-mini", "done"], ["toy-code", "done"]]
+
 def check_quick_output(out: Path) -> None:
     """What ``regenerate.sh --quick OUT`` must have written (also callable on a finished folder)."""
     parts = [p for p in (out / "parts.log").read_text().splitlines() if "(tuning only)" not in p]

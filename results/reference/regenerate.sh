@@ -83,7 +83,15 @@ PY
   esac
   echo "part $p done in $(( $(date +%s) - start )) s" | tee -a "$out/parts.log"
 done
-if [ -d "$out/fair-sudoku4/final" ] && [ -d "$out/fair-countdown3-mini/final" ] && [ -d "$out/fair-toy-code/final" ]; then
+# the combined tables need every task's final tables: a task only tuned (--tuning-only) has a final/ folder with
+# its choice in it, and no tables yet
+missing=()
+for t in sudoku4 countdown3-mini toy-code; do
+  for v in table table-vs-lfpo table-last; do [ -f "$out/fair-$t/$v.md" ] || { missing+=("$t"); break; }; done
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "combined tables: not written yet (no final tables for ${missing[*]}: run regenerate.sh without --tuning-only on $out)"
+else
   for v in table table-vs-lfpo table-last; do  # one table per task: each is read on its own metric
     for t in sudoku4 countdown3-mini toy-code; do echo "## $t"; echo; cat "$out/fair-$t/$v.md"; echo; done > "$out/$v.md"
   done
