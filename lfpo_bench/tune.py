@@ -209,10 +209,14 @@ def scores(out: Path, metric: str = "accuracy", names: dict[str, str] | None = N
 
 
 def choose(recs: list[dict], trials: dict, shared_train: dict) -> dict[str, dict]:
-    """The best trial of each method (ties: earlier trial); only methods whose trials are all done."""
+    """The best trial of each method (ties: earlier trial); only methods whose trials are all done.
+
+    Only the trials ``trials`` holds count: a rerun of a tune whose edge-extension rounds already ran reads their
+    records too, and the choice before an extension round must be the one that made that round (else it would
+    index past the grid, or extend from a point the first run never chose)."""
     chosen = {}
     for m, points in trials.items():
-        mine = sorted((r for r in recs if r["method"] == m), key=lambda r: r["trial"])
+        mine = sorted((r for r in recs if r["method"] == m and r["trial"] < len(points)), key=lambda r: r["trial"])
         if len(mine) < len(points):
             continue
         best = max(mine, key=lambda r: (r["val_accuracy"], -r["trial"]))

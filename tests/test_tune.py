@@ -59,6 +59,12 @@ def test_choice_is_the_best_validation_score_ties_to_the_earlier_trial():
     chosen = choose(recs, trials, {"updates": 5})
     assert chosen["a"]["trial"] == 1 and chosen["a"]["tuned_train"] == {"lr": 2}  # shared settings are not "tuned"
     assert "b" not in chosen  # one of its two trials is missing: no choice yet
+    # a rerun reads the records of extension trials that an earlier run added (trial 3 of a, the best): the choice
+    # over the grid alone is the one that made that extension, whatever the extension scored
+    recs.append({"method": "a", "trial": 3, "train_cfg": {"lr": 4, "updates": 5}, "method_cfg": {}, "val_accuracy": 0.99})
+    assert choose(recs, trials, {"updates": 5})["a"]["trial"] == 1
+    grown = {**trials, "a": trials["a"] + [({"lr": 4}, {})]}
+    assert choose(recs, grown, {"updates": 5})["a"]["trial"] == 3
 
 
 def test_tune_runs_both_phases_and_resumes(tmp_path, monkeypatch):
@@ -164,6 +170,11 @@ def test_tuning_scores_each_trial_on_its_last_update_and_extends_edges_for_every
         assert scored and r["val_accuracy"] == pytest.approx(sum(scored) / len(scored))
     table = (out / "tuning.md").read_text()
     assert "last update" in table
+    # rerun on the finished folder (as a resumed or split run does): the same records and choice, no cell run again
+    cells = {f: f.read_text() for f in sorted(out.rglob("cells.jsonl"))}
+    _, chosen2, recs2 = tune(str(tmp_path / "t.yaml"), out=str(tmp_path / "out"), show_progress=False)
+    assert (chosen2, recs2) == (chosen, recs)
+    assert {f: f.read_text() for f in sorted(out.rglob("cells.jsonl"))} == cells
     with pytest.raises(UserError, match="extend_edges"):
         plan({**SPEC, "tune": {**SPEC["tune"], "extend_edges": -1}}, "t")
 
