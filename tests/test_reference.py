@@ -97,6 +97,7 @@ def test_regenerate_ends_cleanly_after_any_parts_and_combines_tables_only_when_e
     assert logged == [[t, "(tuning"] for t in TASKS] + [["sudoku4", "done"], ["ablation", "done"],
                                                         ["countdown3-mini", "done"], ["toy-code", "done"]]
 
+
 def check_quick_output(out: Path) -> None:
     """What ``regenerate.sh --quick OUT`` must have written (also callable on a finished folder)."""
     parts = [p for p in (out / "parts.log").read_text().splitlines() if "(tuning only)" not in p]

@@ -201,7 +201,6 @@ def test_a_protocol_metric_scores_the_trials_and_a_wrong_name_is_refused(tmp_pat
         scores(tmp_path, "solvd")
 
 
-
 def test_trial_records_do_not_depend_on_the_order_cells_finished(tmp_path):
     """A trial's rows are appended as its cells finish (launcher, workers, timing decide that order): the
     records, and so tuning.jsonl, come in the protocol's method order whatever order the rows were written in."""
@@ -232,6 +231,7 @@ def test_trial_records_do_not_depend_on_the_order_cells_finished(tmp_path):
     assert [(r["trial"], r["method"]) for r in seen[0]] == [
         (0, "none"), (0, "plug.py:MyRL"), (0, "lfpo"), (0, "diffu_grpo"),
         (1, "plug.py:MyRL"), (1, "lfpo"), (1, "diffu_grpo")]
+
 
 def test_trials_and_the_final_phase_start_their_dearest_methods_first():
     """Longest-processing-time first: measured means, highest first; unmeasured methods lead (they may be

@@ -14,6 +14,8 @@
 # --launcher/--jobs: where the cells run (docs/sweeps.md "On a cluster"); the default is the local launcher with
 # 2 workers (this machine's 2 cores, one torch thread each). Each part's wall time goes to OUT/parts.log.
 set -euo pipefail
+tasks=(sudoku4 countdown3-mini toy-code)
+tables=(table table-vs-lfpo table-last)  # each task part's final tables, combined across tasks at the end
 quick=""; parts=(); out=""; launch=(); retry=(); only=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ ${#parts[@]} -eq 0 ]; then
-  parts=(sudoku4 countdown3-mini toy-code); [ ${#only[@]} -gt 0 ] || parts+=(ablation)
+  parts=("${tasks[@]}"); [ ${#only[@]} -gt 0 ] || parts+=(ablation)
 fi
 [ ${#launch[@]} -gt 0 ] || launch=(--launcher local --jobs 2)
 # the metric a part is compared on: its protocol's train.val_metric (sudoku4: solved), else the task score
@@ -86,14 +88,14 @@ done
 # the combined tables need every task's final tables: a task only tuned (--tuning-only) has a final/ folder with
 # its choice in it, and no tables yet
 missing=()
-for t in sudoku4 countdown3-mini toy-code; do
-  for v in table table-vs-lfpo table-last; do [ -f "$out/fair-$t/$v.md" ] || { missing+=("$t"); break; }; done
+for t in "${tasks[@]}"; do
+  for v in "${tables[@]}"; do [ -f "$out/fair-$t/$v.md" ] || { missing+=("$t"); break; }; done
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "combined tables: not written yet (no final tables for ${missing[*]}: run regenerate.sh without --tuning-only on $out)"
 else
-  for v in table table-vs-lfpo table-last; do  # one table per task: each is read on its own metric
-    for t in sudoku4 countdown3-mini toy-code; do echo "## $t"; echo; cat "$out/fair-$t/$v.md"; echo; done > "$out/$v.md"
+  for v in "${tables[@]}"; do  # one table per task: each is read on its own metric
+    for t in "${tasks[@]}"; do echo "## $t"; echo; cat "$out/fair-$t/$v.md"; echo; done > "$out/$v.md"
   done
   echo "combined tables: $out/table.md (paired tests against none), $out/table-vs-lfpo.md (against LFPO)," \
     "$out/table-last.md (every run's last update, against none); to commit them: python results/reference/publish.py $out"
