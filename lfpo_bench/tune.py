@@ -24,7 +24,8 @@ task's validation split at the rollout steps (``tune.steps`` to change); its sco
 averaged over tasks, **of its last update** (the run's "last" rows): the checkpoint the trial's own
 validation selected was picked on the same validation problems, so scoring it would reward the selection
 twice (and floor every trial at its start). Methods that do not train are scored on their one checkpoint.
-A chosen value that sits on an edge of its knob's grid is flagged in ``tuning.md``; with
+A chosen value that sits on an edge of its knob's grid is flagged in ``tuning.md`` (a count chosen at 1 is
+marked "at its floor" instead: no grid goes below it); with
 ``tune.extend_edges: N`` (``true`` = 1) N extension rounds follow, each giving **every** training method
 exactly one more trial, so budgets stay equal: the chosen point with its knob moved one grid step beyond
 the edge it sits on (geometric steps for positive values, arithmetic otherwise), or, for a choice inside
@@ -316,16 +317,22 @@ def tuning_table(recs: list[dict], chosen: dict, trials: dict | None = None) -> 
         text = ", ".join(f"{k}={v}" for k, v in sorted(cfg.items())) or "(defaults)"
         mark = "yes" if chosen.get(r["method"], {}).get("trial") == r["trial"] else ""
         if mark and trials and r["method"] in trials and r["trial"] < len(trials[r["method"]]):
-            edge = edges_of(trials[r["method"]], trials[r["method"]][r["trial"]])
-            if edge:
-                mark += " (on the grid's edge: " + ", ".join(f"{k} at the {s}" for k, s in edge) + ")"
+            pts = trials[r["method"]]
+            vals = knob_values(pts)
+            edge = edges_of(pts, pts[r["trial"]])
+            # a count chosen at 1 is at its floor, not at an edge a longer grid would move past
+            if opened := [(k, s) for k, s in edge if beyond(vals[k], s) is not None]:
+                mark += " (on the grid's edge: " + ", ".join(f"{k} at the {s}" for k, s in opened) + ")"
+            if floors := [k for k, s in edge if beyond(vals[k], s) is None]:
+                mark += " (" + ", ".join(f"{k} at its floor" for k in floors) + ")"
         ups = r.get("selected_updates") or []
         kept = ", ".join(map(str, ups)) + (" (its start)" if ups == [0] and r["method"] != "none" else "") if ups else "-"
         lines.append(f"| {r['method']} | {r['trial']} | {text} | {100 * r['val_accuracy']:.1f} | {kept} | {mark} |")
     return "\n".join(lines) + (f"\n\nvalidation {metric}: of each trial's last update (the selected checkpoint was picked on "
                                "the same validation problems). selected update: the checkpoint the run's validation picked "
                                "(0: training never beat the starting policy on validation). on the grid's edge: the best "
-                               "value may lie beyond the grid; tune.extend_edges adds one trial past it for every method.")
+                               "value may lie beyond the grid; tune.extend_edges adds one trial past it for every method. at its floor: a "
+                               "count chosen at 1, the smallest value it can take (no grid goes past it).")
 
 
 def measured_seconds(folder: Path, cells: list, cost: dict[str, list[float]]) -> None:

@@ -67,6 +67,27 @@ def test_choice_is_the_best_validation_score_ties_to_the_earlier_trial():
     assert choose(recs, grown, {"updates": 5})["a"]["trial"] == 3
 
 
+def test_the_tuning_table_flags_a_choice_past_which_a_grid_could_go_and_not_a_count_at_its_floor():
+    from lfpo_bench.tune import tuning_table
+
+    pts = [({"lr": lr}, {"mu": mu, "tau": tau}) for lr, mu, tau in
+           [(1e-5, 2, 1.0), (3e-5, 2, 1.0), (1e-4, 2, 1.0), (3e-5, 1, 1.0), (3e-5, 4, 1.0), (3e-5, 2, 0.5), (3e-5, 2, 2.0)]]
+
+    def flag(i):  # the chosen cell of a table where trial i won
+        recs = [{"method": "m", "trial": j, "train_cfg": {"lr": t["lr"], "updates": 5}, "method_cfg": m,
+                 "val_accuracy": 0.9 if j == i else 0.1, "selected_updates": [5]} for j, (t, m) in enumerate(pts)]
+        row = [r for r in tuning_table(recs, {"m": {"trial": i}}, {"m": pts}).splitlines() if r.startswith(f"| m | {i} |")]
+        return row[0].rsplit("|", 2)[-2].strip()
+
+    assert flag(1) == "yes"  # inside every knob's values
+    assert flag(0) == "yes (on the grid's edge: train.lr at the bottom)"
+    assert flag(6) == "yes (on the grid's edge: method.tau at the top)"
+    # mu=1 cannot go lower: no grid could move past it, so it is no edge to flag
+    assert flag(3) == "yes (method.mu at its floor)"
+    # a float knob at its smallest value is an edge (0.25 could be tried), whatever its value
+    assert flag(5) == "yes (on the grid's edge: method.tau at the bottom)"
+
+
 def test_tune_runs_both_phases_and_resumes(tmp_path, monkeypatch):
     from lfpo_bench.tune import tune
 
