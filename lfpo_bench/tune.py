@@ -319,12 +319,16 @@ def tuning_table(recs: list[dict], chosen: dict, trials: dict | None = None) -> 
         if mark and trials and r["method"] in trials and r["trial"] < len(trials[r["method"]]):
             pts = trials[r["method"]]
             vals = knob_values(pts)
-            edge = edges_of(pts, pts[r["trial"]])
-            # a count chosen at 1 is at its floor, not at an edge a longer grid would move past
-            if opened := [(k, s) for k, s in edge if beyond(vals[k], s) is not None]:
-                mark += " (on the grid's edge: " + ", ".join(f"{k} at the {s}" for k, s in opened) + ")"
-            if floors := [k for k, s in edge if beyond(vals[k], s) is None]:
-                mark += " (" + ", ".join(f"{k} at its floor" for k in floors) + ")"
+            opened, floors = [], []  # a count chosen at 1 is at its floor, not at an edge a longer grid would pass
+            for k, s in edges_of(pts, pts[r["trial"]]):
+                if beyond(vals[k], s) is None:
+                    floors.append(f"{k} at its floor")
+                else:
+                    opened.append(f"{k} at the {s}")
+            if opened:
+                mark += " (on the grid's edge: " + ", ".join(opened) + ")"
+            if floors:
+                mark += " (" + ", ".join(floors) + ")"
         ups = r.get("selected_updates") or []
         kept = ", ".join(map(str, ups)) + (" (its start)" if ups == [0] and r["method"] != "none" else "") if ups else "-"
         lines.append(f"| {r['method']} | {r['trial']} | {text} | {100 * r['val_accuracy']:.1f} | {kept} | {mark} |")
