@@ -306,6 +306,42 @@ def test_equal_accuracy_baseline_may_name_a_tuned_method_by_its_method_name(rows
         report.equal_accuracy(report.load_rows([p]), 0.5, baseline="bse")
 
 
+def test_holm_adjusts_a_family_of_p_values_step_down():
+    # sorted 0.01, 0.03, 0.04, 0.5 -> x4, x3, x2, x1 = 0.04, 0.09, 0.08, 0.5 -> running max 0.04, 0.09, 0.09, 0.5
+    assert report.holm([0.01, 0.04, 0.03, 0.5]).tolist() == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert report.holm([0.6, 0.6]).tolist() == [1.0, 1.0]  # capped at 1
+    assert report.holm([0.02]).tolist() == [0.02]  # a family of one is not corrected
+
+
+def test_above_with_holm_drops_a_marginal_gain_once_the_task_makes_many_comparisons(tmp_path):
+    """A gain significant on its own (p about 0.02: +30 problems, -14, on every seed) stops counting when the task
+    also compares 20 more rows with the start (Holm over the 22 comparisons of the task, the ones that went
+    down or nowhere included); a clear gain counts either way; the uncorrected list keeps both."""
+    import json
+
+    n = 300
+    start = np.array([float(i % 2 == 0) for i in range(n)])
+    mild, up = start.copy(), start.copy()
+    mild[[2 * i + 1 for i in range(30)]] = 1.0  # 30 problems the start missed, now right
+    mild[[2 * i for i in range(100, 114)]] = 0.0  # 14 it had right, now wrong
+    up[1::2] = 1.0
+    def write(extra):
+        rows = [row(m, 4, sc, seed) for seed in range(3) for m, sc in (("none", start), ("mild", mild), ("up", up))]
+        rows += [row(f"same{k}", 4, start if k % 2 else 1 - up, seed) for seed in range(3) for k in range(extra)]
+        f = tmp_path / f"rows{extra}.jsonl"
+        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return report.load_rows([f])
+
+    raw = report.above(write(20)).set_index("method")
+    assert sorted(raw.index) == ["mild", "up"] and 0.002 < raw.loc["mild", "p"] < 0.05 and raw.loc["up", "p"] < 1e-3
+    few = report.above(write(0), correction="holm").set_index("method")
+    assert sorted(few.index) == ["mild", "up"] and set(few.family) == {2}
+    many = report.above(write(20), correction="holm")
+    assert many.method.tolist() == ["up"] and many.family.tolist() == [22] and many.p_adj.iloc[0] < 0.05
+    with pytest.raises(UserError, match="unknown correction 'bonferoni'"):
+        report.above(write(0), correction="bonferoni")
+
+
 def test_above_lists_only_significantly_higher_rows_per_task_and_setting(tmp_path):
     """Clearly higher: listed with its difference; as good: not; clearly LOWER: not (significant, wrong side);
     a one-seed fluke that other seeds undo: not (seeds are resampled)."""
