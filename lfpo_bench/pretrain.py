@@ -72,7 +72,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, show_progress: bool = Tru
         raise UserError(f"pretraining needs a synthetic task; {cfg.task!r} is not one")
     lm = new_tiny(cfg.seed, d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads)
     lm.train()
-    train = task.load(task.train_split)
+    train, train_sha = task.load_with_hash(task.train_split)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
@@ -97,7 +97,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, show_progress: bool = Tru
     lm.eval()
     tmp = out_dir.with_name(f"{out_dir.name}.tmp{os.getpid()}")  # concurrent pretrainers never share a folder
     save_model(lm, tmp)
-    info = {"config": asdict(cfg), "seconds": round(time.time() - t0, 1), "final_loss": sum(losses[-10:]) / min(10, len(losses))}
+    info = {"config": asdict(cfg), "train_sha256": train_sha, "seconds": round(time.time() - t0, 1), "final_loss": sum(losses[-10:]) / min(10, len(losses))}
     (tmp / "pretrain.json").write_text(json.dumps(info, indent=2))
     if out_dir.exists():
         import shutil

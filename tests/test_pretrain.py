@@ -57,6 +57,22 @@ def test_pretrain_config_key_changes_with_any_field():
     assert len(keys) == len(dataclasses.fields(a)) + 1  # every field, changed alone, gives a new key
 
 
+def test_a_change_to_the_task_data_is_a_new_cached_checkpoint(monkeypatch, tmp_path):
+    """The cache is keyed by the training data as well as the configuration: a synthetic task whose generator
+    changed (same config) gets a new checkpoint, never the one pretrained on the old data."""
+    from lfpo_bench.registry import TASKS
+
+    monkeypatch.setenv("LFPO_BENCH_CACHE", str(tmp_path))
+    cfg = pt.default_config("toy-code")
+    before = pt.checkpoint_path(cfg)
+    assert pt.checkpoint_path(cfg) == before  # stable for the same data
+    cls = TASKS.get("toy-code")
+    real = cls._load
+    monkeypatch.setattr(cls, "_load", lambda self, split: real(self, split)[:-1] if split == "train" else real(self, split))
+    after = pt.checkpoint_path(cfg)
+    assert after != before and after.parent == before.parent and after.name.startswith(f"tiny-toy-code-{cfg.key()}-")
+
+
 def test_tiny_at_steps_is_the_same_pretraining_with_fewer_steps_cached_apart(monkeypatch, tmp_path):
     """tiny:<task>@N: the task's default pretraining with N optimiser steps. It is its own cached checkpoint
     (the default is not touched), other weights than the default, and a bad N is refused naming the spelling."""

@@ -56,5 +56,15 @@ def default_config(task: str) -> PretrainConfig:
     return PretrainConfig(task=task)
 
 
+def train_data_sha(task: str) -> str:
+    """The sha256 of the examples the tiny model is pretrained on (``task``'s training split), so that a change
+    to a synthetic task's generator never reuses a checkpoint pretrained on the old data."""
+    from ...registry import TASKS
+
+    t = TASKS.get(task)()
+    return t.load_with_hash(t.train_split)[1]
+
+
 def checkpoint_path(cfg: PretrainConfig) -> Path:
-    return cache_dir() / "models" / f"tiny-{cfg.task}-{cfg.key()}"
+    """The cached checkpoint of ``cfg``: its key and the hash of the data it trains on."""
+    return cache_dir() / "models" / f"tiny-{cfg.task}-{cfg.key()}-{train_data_sha(cfg.task)[:8]}"
