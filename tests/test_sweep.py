@@ -124,3 +124,26 @@ def test_shipped_tune_protocols_give_every_method_the_same_budget():
                 assert (set(knob_values(points)) | {f"method.{k}" for _, mc in points for k in mc}) - {"train.lr"}, (name, m)
         for s in tune_spec(spec, trials, name):  # every knob a field of its method's config, in range
             assert expand(s) and s["eval"]["split"] == "validation"
+
+
+def test_resuming_a_folder_whose_synthetic_task_data_changed_is_refused(tmp_path, monkeypatch):
+    """A done cell is never rerun, and its id hashes its configuration, not the data: after a task's generator
+    changes, resuming would leave the old rows standing beside new ones under the same protocol. The sweep
+    refuses, naming the task and split, and leaves the folder as it was; unchanged data resumes as before."""
+    from lfpo_bench.registry import TASKS
+    from lfpo_bench.sweep import sweep
+
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump({"name": "s", "methods": ["none"], "tasks": ["sudoku4"], "models": ["tiny-random"],
+                                 "seeds": [0], "eval": {"steps": [1], "limit": 6}, "timing": {"reps": 0}}))
+    out = tmp_path / "out"
+    sweep(str(f), out=str(out), show_progress=False)
+    before = (out / "rows.jsonl").read_text()
+    _, _, state = sweep(str(f), out=str(out), show_progress=False)  # same data: nothing to do, nothing refused
+    assert len(state.done) == 1 and (out / "rows.jsonl").read_text() == before
+    cls = TASKS.get("sudoku4")
+    real = cls._load
+    monkeypatch.setattr(cls, "_load", lambda self, split: real(self, split)[::-1] if split == "test" else real(self, split))
+    with pytest.raises(UserError, match=r"different sudoku4:test than this code generates.*new folder"):
+        sweep(str(f), out=str(out), show_progress=False)
+    assert (out / "rows.jsonl").read_text() == before
