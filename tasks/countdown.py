@@ -144,7 +144,7 @@ class Countdown(_Countdown):
 @TASKS.register("countdown3-mini")
 class CountdownMini(_Countdown):
     description = "Countdown, 3 numbers 1-9 with + - * (tiny-model scale, synthetic)"
-    source = "generated; held-out splits use unseen number triples"
+    source = "generated; held-out splits use unseen number triples, each problem once"
     synthetic = True
     tiny_pretrain = "countdown3-mini"
     gen_length = 8
@@ -160,14 +160,18 @@ class CountdownMini(_Countdown):
         pool = held.get(split) or triples[40:]
         rng = random.Random({"train": 1, "validation": 2, "test": 3}[split])
         n = {"train": 20000, "validation": 200, "test": 400}[split]
-        out = []
+        out, seen = [], set()
         while len(out) < n:
             nums = list(rng.choice(pool))
             rng.shuffle(nums)
             o1, o2 = rng.choice("+-*"), rng.choice("+-*")
             expr = f"{nums[0]}{o1}{nums[1]}{o2}{nums[2]}"
-            target = evaluate(expr)[0]
-            out.append(Example(f"{split}/{len(out)}", ",".join(map(str, nums)), {"numbers": nums, "target": int(target), "expr": expr}))
+            target = int(evaluate(expr)[0])
+            if split != "train":  # a held-out split is a set: a repeated problem would count one answer twice
+                if (tuple(nums), target) in seen:  # (its test pool has 584 distinct problems for 400 draws)
+                    continue
+                seen.add((tuple(nums), target))
+            out.append(Example(f"{split}/{len(out)}", ",".join(map(str, nums)), {"numbers": nums, "target": target, "expr": expr}))
         return out
 
     def sft_target(self, ex: Example) -> str:

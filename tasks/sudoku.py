@@ -103,14 +103,17 @@ def grid_split() -> dict[str, list[str]]:
     return {"train": grids[:200], "validation": grids[200:244], "test": grids[244:]}
 
 
-def generate_puzzles(grids: list[str], n: int, seed: int) -> list[tuple[str, str]]:
+def generate_puzzles(grids: list[str], n: int, seed: int, distinct: bool = False) -> list[tuple[str, str]]:
+    """``n`` puzzles of ``grids``; ``distinct``: each puzzle once (a held-out split is a set: a repeat would count
+    one answer twice). The draws up to a first repeat are the same either way."""
     rng = random.Random(seed)
-    out = []
+    out, seen = [], set()
     while len(out) < n:
         g = rng.choice(grids)
         p = make_puzzle(g, rng.randint(6, 10), rng)
-        if p is not None:
+        if p is not None and not (distinct and p in seen):
             out.append((p, g))
+            seen.add(p)
     return out
 
 
@@ -186,7 +189,8 @@ class Sudoku4(_SudokuBase):
             return Sudoku(self.data_path).records_as_examples(self.data_path, split)
         grids = grid_split()[split]
         seed = SPLIT_SEED + {"train": 1, "validation": 2, "test": 3}[split]
-        return [self._example(i, p, g, f"{split}/") for i, (p, g) in enumerate(generate_puzzles(grids, self.sizes[split], seed))]
+        puzzles = generate_puzzles(grids, self.sizes[split], seed, distinct=split != "train")
+        return [self._example(i, p, g, f"{split}/") for i, (p, g) in enumerate(puzzles)]
 
 
 @TASKS.register("sudoku")
@@ -223,7 +227,8 @@ class Sudoku(_SudokuBase):
             grids = [g for g in all_grids() if g not in used]
             n = {"train": 20000, "validation": 200}[split]
             seed = SPLIT_SEED + {"train": 11, "validation": 12}[split]
-            return [self._example(i, p, g, f"{split}/") for i, (p, g) in enumerate(generate_puzzles(grids, n, seed))]
+            puzzles = generate_puzzles(grids, n, seed, distinct=split != "train")
+            return [self._example(i, p, g, f"{split}/") for i, (p, g) in enumerate(puzzles)]
         recs = self._file(split)
         if split == "test_d1":
             import numpy as np

@@ -2,8 +2,12 @@
 
 The prompt shows f(0), f(1), f(2), f(3); the answer is an expression such as ``3*x+5``. The program
 ``def f(x): return <expr>`` runs in the sandbox on six hidden inputs; the score is the fraction of hidden
-inputs it gets right (a timeout or crash scores 0). Synthetic and small enough for the tiny model; the
-function space (template x constants) is split so validation/test functions never appear in training.
+inputs it gets right (a timeout or crash scores 0). Synthetic and small enough for the tiny model.
+
+The function space: linear ``a*x+b`` (a 1-9, b -60..60), ``x*x+b`` (b -60..60), ``x//c`` and ``x%c``, one
+expression per distinct f(0..3) (the shortest), so every prompt has one answer. It is split by function:
+validation's 200 and test's 400 functions never appear in training, and each held-out function is asked once
+(a split that repeated a function would count one answer several times and overstate its precision).
 """
 
 from __future__ import annotations
@@ -18,17 +22,26 @@ from lfpo_bench.types import Example
 
 SHOWN = (0, 1, 2, 3)
 HIDDEN = (4, 5, 7, 10, -1, -3)
-TEMPLATES = ["x+{a}", "x-{a}", "{a}*x", "{a}*x+{b}", "{a}*x-{b}", "x*x", "x*x+{a}", "x*x-{a}", "x//{c}", "x%{c}", "(x+{a})*{b}"]
+B_RANGE = range(-60, 61)  # constants: every expression fits the 8-character canvas ("9*x-60" is 6)
+SPLITS = {"validation": (0, 200), "test": (200, 600)}  # held-out functions; training gets the rest
+
+
+def _linear(a: int, b: int) -> str:
+    head = "x" if a == 1 else f"{a}*x"
+    return head if b == 0 else f"{head}{b:+d}"
 
 
 def functions() -> list[str]:
-    out = set()
-    for t in TEMPLATES:
-        for a in range(1, 10):
-            for b in range(1, 10):
-                for c in range(2, 6):
-                    out.add(t.format(a=a, b=b, c=c))
-    return sorted(out)
+    """Every function of the task, one expression per distinct f(0..3): the shortest (then the first in
+    order) of those that show the same values, so no prompt has two right answers that differ on the
+    hidden inputs."""
+    cands = [_linear(a, b) for a in range(1, 10) for b in B_RANGE]
+    cands += ["x*x" if b == 0 else f"x*x{b:+d}" for b in B_RANGE]
+    cands += [f"x{op}{c}" for op in ("//", "%") for c in range(2, 10)]
+    by_shown: dict[tuple, str] = {}
+    for e in sorted(cands, key=lambda e: (len(e), e)):
+        by_shown.setdefault(tuple(apply(e, x) for x in SHOWN), e)
+    return sorted(by_shown.values())
 
 
 def apply(expr: str, x: int) -> int:
@@ -38,7 +51,7 @@ def apply(expr: str, x: int) -> int:
 @TASKS.register("toy-code")
 class ToyCode(CodeTask):
     description = "one-line Python expression in x from 4 examples; scored on 6 hidden inputs in the sandbox"
-    source = "generated; held-out functions for validation/test"
+    source = "generated; 200 validation and 400 test functions, each once, never in training"
     synthetic = True
     tiny_pretrain = "toy-code"
     gen_length = 8
@@ -51,13 +64,15 @@ class ToyCode(CodeTask):
     def _load(self, split: str) -> list[Example]:
         fns = functions()
         random.Random(11).shuffle(fns)
-        k = len(fns) // 10
-        pool = {"validation": fns[:k], "test": fns[k : 2 * k]}.get(split) or fns[2 * k :]
-        rng = random.Random({"train": 1, "validation": 2, "test": 3}[split])
-        n = {"train": 20000, "validation": 200, "test": 400}[split]
+        if split in SPLITS:  # each held-out function once, in the shuffled order
+            lo, hi = SPLITS[split]
+            picked = fns[lo:hi]
+        else:  # training: 20,000 draws from the other functions
+            pool = fns[max(hi for _, hi in SPLITS.values()):]
+            rng = random.Random(1)
+            picked = [rng.choice(pool) for _ in range(20000)]
         out = []
-        for i in range(n):
-            expr = rng.choice(pool)
+        for i, expr in enumerate(picked):
             shown = ";".join(f"f({x})={apply(expr, x)}" for x in SHOWN)
             out.append(Example(f"{split}/{i}", shown, {"expr": expr, "hidden": [[x, apply(expr, x)] for x in HIDDEN]}, {"split": split}))
         return out

@@ -1,5 +1,6 @@
 """Task registry and the non-code tasks: extraction and scoring by hand, data loading and its errors."""
 
+from collections import Counter
 from fractions import Fraction
 
 import pytest
@@ -42,6 +43,24 @@ def test_countdown_extracts_the_last_answer_block_and_cuts_the_equals_sign():
     ex = Example("x", "", {"numbers": [2, 3, 4], "target": 20})
     assert t.score(ex, "try <answer>2+3</answer> no wait <answer>(2 + 3) * 4 = 20</answer>") == 1.0
     assert t.score(ex, "<answer>2*3*4</answer>") == 0.0
+
+
+SYNTHETIC = sorted(n for n in TASKS.names() if getattr(TASKS.get(n), "synthetic", False))
+
+
+@pytest.mark.parametrize("name", SYNTHETIC)
+def test_a_synthetic_tasks_held_out_splits_never_repeat_a_problem(name):
+    """A validation or test split that asks one problem twice counts one answer twice: greedy decoding gives the
+    same completion to the same prompt, so the repeats move together and every confidence interval and paired
+    test over problems overstates its precision (toy-code's 400 test problems once held 29 prompts). Checked on
+    what either kind of model is shown: the bare problem (the tiny model) and the instructed prompt."""
+    t = TASKS.get(name)()
+    for split in (t.val_split, t.eval_split):
+        exs = t.load(split)
+        assert len({e.id for e in exs}) == len(exs)
+        for style in ("compact", "chat"):
+            repeated = [q for q, n in Counter(t.prompt(e, style) for e in exs).items() if n > 1]
+            assert not repeated, f"{name}:{split} ({style}) asks {len(repeated)} problems more than once, e.g. {repeated[0]!r}"
 
 
 def test_countdown_mini_held_out_splits_use_unseen_number_triples():
@@ -108,3 +127,20 @@ def test_toy_code_partial_credit_on_hidden_inputs_and_held_out_functions():
     got = [s.score for s in t.score_batch([ex] * 4, ["2*x+1", "x+x+1 ", "9", "1/0"])]
     assert got == [1.0, 1.0, 0.25, 0.0]
     assert not {e.answer["expr"] for e in t.load("train")} & {e.answer["expr"] for e in t.load("test")}
+
+
+def test_toy_code_every_prompt_has_one_answer_and_the_held_out_functions_are_unseen():
+    """No two functions of the task show the same f(0..3) (else a prompt would have two right answers that
+    disagree on the hidden inputs), the answer fits the canvas, and no held-out function (as a function: its
+    values, not its spelling) is in training."""
+    from lfpo_bench.tasks.toy_code import HIDDEN, SHOWN, apply, functions
+
+    t = TASKS.get("toy-code")()
+    fns = functions()
+    assert len({tuple(apply(f, x) for x in SHOWN) for f in fns}) == len(fns)
+    assert max(map(len, fns)) <= t.gen_length
+    values = lambda e: tuple(apply(e.answer["expr"], x) for x in SHOWN + HIDDEN)  # noqa: E731
+    train = {values(e) for e in t.load("train")}
+    for split in ("validation", "test"):
+        assert not train & {values(e) for e in t.load(split)}
+        assert all(t.score(e, e.answer["expr"]) == 1.0 for e in t.load(split)[:20])
