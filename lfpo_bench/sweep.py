@@ -227,22 +227,24 @@ def reconcile(out: Path, done: set[str]) -> int:
     return len(rows) - len(keep)
 
 
-def check_data_unchanged(out: Path, done: set[str]) -> None:
+def check_data_unchanged(out: Path, cells: list[Cell], done: set[str]) -> None:
     """Refuse to resume a folder whose done cells were evaluated on other data than their synthetic task now
     generates (a generator changed since): a done cell is never rerun, so its rows would stand, under the same
     cell id, beside rows made on the new data. Synthetic tasks only: their data is generated here, without
     I/O; a real dataset's hash is checked where its rows are combined (``report.check_provenance``)."""
+    from .config import make_task
     from .registry import TASKS
 
-    made: dict[tuple[str, str], set[str]] = {}
+    data_of = {c.id: c.data for c in cells}
+    made: dict[tuple[str, str, str | None], set[str]] = {}
     for r in read_rows(out / "rows.jsonl"):
-        if r.get("cell") in done and r.get("dataset_sha256") and r.get("task") in TASKS.names():
-            made.setdefault((r["task"], r.get("split") or ""), set()).add(r["dataset_sha256"])
-    for (task, split), shas in sorted(made.items()):
+        if r.get("cell") in done and r.get("cell") in data_of and r.get("dataset_sha256") and r.get("task") in TASKS.names():
+            made.setdefault((r["task"], r.get("split") or "", data_of[r["cell"]]), set()).add(r["dataset_sha256"])
+    for (task, split, data), shas in sorted(made.items(), key=str):
         cls = TASKS.get(task)
         if not getattr(cls, "synthetic", False) or split not in cls.splits:
             continue
-        now = cls().load_with_hash(split)[1]
+        now = make_task(task, data).load_with_hash(split)[1]
         if shas - {now}:
             raise UserError(f"{out}: done cells of {task} were evaluated on a different {task}:{split} than this code "
                             f"generates (dataset sha256 {sorted(shas - {now})[0][:12]}, now {now[:12]}): the task's "
@@ -324,7 +326,7 @@ def _sweep_in(spec, spec_path, cells, out_dir: Path, device, retry_failed, show_
     dropped = reconcile(out_dir, state.done)
     if dropped:
         log.warning("dropped %d rows of unfinished cells; they will be rerun", dropped)
-    check_data_unchanged(out_dir, state.done)
+    check_data_unchanged(out_dir, cells, state.done)
     todo = [c for c in cells if c.id not in state.done and (retry_failed or c.id not in state.failed)]
     skipped_failed = [c for c in cells if c.id in state.failed and not retry_failed]
     if skipped_failed:

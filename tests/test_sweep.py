@@ -147,3 +147,22 @@ def test_resuming_a_folder_whose_synthetic_task_data_changed_is_refused(tmp_path
     with pytest.raises(UserError, match=r"different sudoku4:test than this code generates.*new folder"):
         sweep(str(f), out=str(out), show_progress=False)
     assert (out / "rows.jsonl").read_text() == before
+
+
+def test_a_sweep_on_a_local_test_file_resumes_against_that_file(tmp_path):
+    """The data check reads a task's data as its cells did (``data:``, a local test file for sudoku4): a resume
+    with the same file passes, not a false refusal against the generated split."""
+    from lfpo_bench.tasks.sudoku import Sudoku4
+
+    from lfpo_bench.sweep import sweep
+
+    gen = Sudoku4().load("test")[:5]
+    local = tmp_path / "mine.jsonl"
+    local.write_text("".join(json.dumps({"Puzzle": e.question, "Solution": e.answer}) + "\n" for e in gen[::-1]))
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump({"name": "s", "methods": ["none"], "tasks": ["sudoku4"], "models": ["tiny-random"],
+                                 "seeds": [0], "data": str(local), "eval": {"steps": [1]}, "timing": {"reps": 0}}))
+    out = tmp_path / "out"
+    sweep(str(f), out=str(out), show_progress=False)
+    _, _, state = sweep(str(f), out=str(out), show_progress=False)
+    assert len(state.done) == 1 and [r["n"] for r in read_rows(out / "rows.jsonl")] == [5]
