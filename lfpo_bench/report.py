@@ -349,19 +349,11 @@ def holm(ps) -> np.ndarray:
     return adj
 
 
-def above(df: pd.DataFrame, base: str = "none", alpha: float = 0.05, n_boot: int = 2000, correction: str | None = None
-          ) -> pd.DataFrame:
-    """Every (task, setting, method) whose mean is significantly ABOVE ``base``'s on the same problems, seeds
-    resampled (``seed_aware_compare``, two-sided p < ``alpha`` and a positive difference): the rows a task
-    needs at least one of to be a benchmark rather than a table of its start. Columns: task, setting,
-    method, delta, lo, hi, p, p_adj, family.
-
-    ``correction="holm"``: a task's family is every comparison with ``base`` on it (each method at each setting,
-    whichever way it went), and a row must have its Holm-adjusted p (``p_adj``) below ``alpha``. Without it
-    ``p_adj`` is ``p``: with 9 methods at 5 settings, about two rows of a task that nothing moved pass
-    p < 0.05 by chance."""
-    if correction not in (None, "holm"):
-        raise UserError(f"unknown correction {correction!r}: use None (each comparison at alpha) or 'holm'")
+def vs_base(df: pd.DataFrame, base: str = "none", alpha: float = 0.05, n_boot: int = 2000) -> pd.DataFrame:
+    """Every (task, setting, method) compared with ``base`` on the same problems, seeds resampled
+    (``seed_aware_compare``): delta, its CI (lo, hi), the two-sided p, ``p_holm`` (Holm's adjustment over the
+    task's family: every comparison with ``base`` on that task, each method at each setting, whichever way it
+    went) and ``family`` (that family's size)."""
     df = df.copy()
     df["method_label"] = labels(df)
     base_of = resolve_method(df, base, "base")
@@ -376,9 +368,24 @@ def above(df: pd.DataFrame, base: str = "none", alpha: float = 0.05, n_boot: int
             for m, mg in g[g.method_label != base_of.get(t)].groupby("method_label"):
                 d, lo, hi, p = compare_on_shared(score_matrix(mg), base_scores, n_boot=n_boot, alpha=alpha)
                 family.append({"task": t, "setting": s, "method": m, "delta": d, "lo": lo, "hi": hi, "p": p})
-        adj = holm([r["p"] for r in family]) if correction == "holm" else [r["p"] for r in family]
-        out += [{**r, "p_adj": float(a), "family": len(family)} for r, a in zip(family, adj) if r["delta"] > 0 and a < alpha]
-    return pd.DataFrame(out, columns=["task", "setting", "method", "delta", "lo", "hi", "p", "p_adj", "family"])
+        out += [{**r, "p_holm": float(a), "family": len(family)} for r, a in zip(family, holm([r["p"] for r in family]))]
+    return pd.DataFrame(out, columns=["task", "setting", "method", "delta", "lo", "hi", "p", "p_holm", "family"])
+
+
+def above(df: pd.DataFrame | None, base: str = "none", alpha: float = 0.05, n_boot: int = 2000, correction: str | None = None,
+          compared: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every (task, setting, method) whose mean is significantly ABOVE ``base``'s (``vs_base``: a positive
+    difference and p < ``alpha``): the rows a task needs at least one of to be a benchmark rather than a table
+    of its start. Columns: task, setting, method, delta, lo, hi, p, p_adj, family.
+
+    ``correction="holm"``: a row must have its Holm-adjusted p (``p_adj``) below ``alpha``. Without it ``p_adj``
+    is ``p``: with 9 methods at 5 settings, about two rows of a task that nothing moved pass p < 0.05 by chance.
+    ``compared``: a ``vs_base`` result to filter instead of comparing ``df`` again."""
+    if correction not in (None, "holm"):
+        raise UserError(f"unknown correction {correction!r}: use None (each comparison at alpha) or 'holm'")
+    c = vs_base(df, base, alpha, n_boot) if compared is None else compared
+    c = c.assign(p_adj=c["p_holm"] if correction == "holm" else c["p"])
+    return c[(c.delta > 0) & (c.p_adj < alpha)].drop(columns="p_holm").reset_index(drop=True)
 
 
 def delta_table(df: pd.DataFrame, base: str, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:

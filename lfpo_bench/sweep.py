@@ -236,9 +236,10 @@ def check_data_unchanged(out: Path, cells: list[Cell], done: set[str]) -> None:
     from .registry import TASKS
 
     data_of = {c.id: c.data for c in cells}
+    known = set(TASKS.names())
     made: dict[tuple[str, str, str | None], set[str]] = {}
     for r in read_rows(out / "rows.jsonl"):
-        if r.get("cell") in done and r.get("cell") in data_of and r.get("dataset_sha256") and r.get("task") in TASKS.names():
+        if r.get("cell") in done and r.get("cell") in data_of and r.get("dataset_sha256") and r.get("task") in known:
             made.setdefault((r["task"], r.get("split") or "", data_of[r["cell"]]), set()).add(r["dataset_sha256"])
     for (task, split, data), shas in sorted(made.items(), key=str):
         cls = TASKS.get(task)

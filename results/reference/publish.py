@@ -83,15 +83,16 @@ def movement(src: Path) -> dict[str, list[str]]:
     comparison with the start on that task (9 methods x 5 settings: uncorrected, about two rows of a task
     nothing moved would pass by chance). Refuses a task where none is: it would be a table of its start, not
     a benchmark (issue 28)."""
-    from lfpo_bench.report import above, load_rows
+    from lfpo_bench.report import above, load_rows, vs_base
 
     moved = {}
     for t in TASKS:
         spec = yaml.safe_load((src / f"fair-{t}" / "tune.yaml").read_text()) or {}
         metric = str((spec.get("train") or {}).get("val_metric") or "accuracy")
-        got = above(load_rows([src / f"fair-{t}" / "final"], metric=metric), n_boot=BOOT, correction="holm")
+        compared = vs_base(load_rows([src / f"fair-{t}" / "final"], metric=metric), n_boot=BOOT)
+        got = above(None, correction="holm", compared=compared)
         if got.empty:
-            raw = above(load_rows([src / f"fair-{t}" / "final"], metric=metric), n_boot=BOOT)
+            raw = above(None, compared=compared)
             raise Refused(f"task {t}: no method is significantly above its start (none) on {metric} at any setting of "
                           f"{src / f'fair-{t}' / 'final'} once the comparisons are corrected for their number (Holm; "
                           f"{len(raw)} row(s) pass p < 0.05 uncorrected); a task nothing moves is not a benchmark: change "
