@@ -38,7 +38,7 @@ import torch
 
 from .types import UserError
 
-PROTOCOL = "interleaved-v3"
+PROTOCOL = "interleaved-v4"  # v4: a sweep's cells never share a model copy (sweep.time_cells)
 WIDE = 0.11  # relative 95% half-width of a median above this: cannot be told from a median 1.25x away
 
 

@@ -208,3 +208,33 @@ def test_cli_rejects_a_negative_timing_count():
     res = CliRunner().invoke(app, ["eval", "--task", "sudoku4", "--timing-reps", "-1"])
     assert res.exit_code != 0
     assert "timing.reps" in (res.output + str(res.exception))
+
+
+def test_cells_naming_the_same_weights_are_timed_on_their_own_copies(tmp_path, monkeypatch):
+    """Identical work reads identical: cells that name the same weights (the start at several seeds, one checkpoint
+    under two cells) each get their own model copy in the timing pass. A shared copy is warm in the CPU cache
+    when its cells' calls follow each other, and read up to 17% faster than the same weights loaded per cell."""
+    from lfpo_bench.models.loader import load_model, save_model
+    from lfpo_bench.sweep import sweep
+
+    monkeypatch.chdir(tmp_path)
+    save_model(load_model("tiny-random"), str(tmp_path / "w"))
+    seen = []
+    real = timing.measure
+
+    def spy(items, cfg, **kw):
+        seen.extend(items)
+        return real(items, cfg, **kw)
+
+    monkeypatch.setattr(timing, "measure", spy)
+    spec = {"name": "t", "methods": ["none"], "tasks": ["sudoku4"], "models": [str(tmp_path / "w")], "seeds": [0, 1, 2],
+            "eval": {"steps": [1, 2], "limit": 4, "batch_size": 4}, "timing": {"reps": 1, "prompts": 1}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    sweep(str(tmp_path / "s.yaml"), out=str(tmp_path / "out"), show_progress=False)
+    by_cell: dict = {}
+    for it in seen:
+        by_cell.setdefault(it.key[0], set()).add(id(it.lm))
+    assert len(by_cell) == 3 and len(seen) == 6
+    assert all(len(lms) == 1 for lms in by_cell.values()), "a cell's settings share its one copy"
+    assert len(set().union(*by_cell.values())) == 3, "no two cells share a model copy"
+    assert {r["timing"]["protocol"] for r in read_rows(tmp_path / "out" / "timing.jsonl")} == {timing.PROTOCOL}
