@@ -429,9 +429,9 @@ def time_cells(out: Path, cells: list[Cell], state: SweepState, tcfg: TimingConf
         out_items = []
         for r in (r for r in rows if r["cell"] == cid):
             spec = spec_of(r)
-            # every cell gets its own copy, even of weights another cell names too (the start's seeds): a call right
-            # after a call on the same weights finds them warm in the CPU cache, so a shared copy read up to 17%
-            # faster at 1 step than identical weights loaded once per cell (countdown3-mini, 2026-12-07)
+            # every cell gets its own copy, even of weights another cell names too (the start's seeds): sharing one
+            # copy, the start's three seeds read 1.17, 1.19 and 1.41 ms at 1 step (countdown3-mini, 2026-12-07), a
+            # 1.27x spread for identical work; with a copy each, 1.13x (bench/latency_groups.py)
             if (cid, spec, tkey) not in models:
                 try:
                     models[(cid, spec, tkey)] = load_model(spec, task=task, device=device, quiet=True)
