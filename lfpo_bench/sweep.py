@@ -417,7 +417,7 @@ def time_cells(out: Path, cells: list[Cell], state: SweepState, tcfg: TimingConf
     repair(path)
     have = {(t["cell"], t["config_hash"]) for t in read_rows(path)}
     cell_ids = list(dict.fromkeys(r["cell"] for r in rows))
-    models: dict[tuple, object] = {}
+    models: dict[str, object] = {}  # cell id -> its model
     tasks: dict[tuple, object] = {}
 
     def items_of(cid: str) -> list[Item]:
@@ -432,14 +432,14 @@ def time_cells(out: Path, cells: list[Cell], state: SweepState, tcfg: TimingConf
             # every cell gets its own copy, even of weights another cell names too (the start's seeds): sharing one
             # copy, the start's three seeds read 1.17, 1.19 and 1.41 ms at 1 step (countdown3-mini, 2026-12-07), a
             # 1.27x spread for identical work; with a copy each, 1.13x (bench/latency_groups.py)
-            if (cid, spec, tkey) not in models:
+            if cid not in models:
                 try:
-                    models[(cid, spec, tkey)] = load_model(spec, task=task, device=device, quiet=True)
+                    models[cid] = load_model(spec, task=task, device=device, quiet=True)
                 except (OSError, UserError) as e:
                     raise UserError(f"timing pass: cannot load the model of cell {cell.label()} ({spec}): {e}; restore "
                                     "its run folder, or set timing: {reps: 0} in the sweep file") from None
             problems = task.load(r["split"])[: r["config"].get("limit")]
-            out_items.append(Item((cid, r["config_hash"]), models[(cid, spec, tkey)], task, Decoding.from_record(r["config"]["decoding"]),
+            out_items.append(Item((cid, r["config_hash"]), models[cid], task, Decoding.from_record(r["config"]["decoding"]),
                                   problems, int(r["seed"])))
         return out_items
 
@@ -460,7 +460,7 @@ def time_cells(out: Path, cells: list[Cell], state: SweepState, tcfg: TimingConf
     if mode in ("auto", "sweep"):
         first = items_of(cell_ids[0])
         size = sum(p.numel() * p.element_size() for p in first[0].lm.module.parameters()) if first else 0
-        n_models = len({(r["cell"], spec_of(r)) for r in rows})  # one copy per cell (above)
+        n_models = len(cell_ids)  # one copy per cell (above)
         if mode == "auto":
             mode = "sweep" if size * n_models <= _budget_bytes(device) else "cell"
             if mode == "cell":
