@@ -4,10 +4,13 @@ The prompt shows f(0), f(1), f(2), f(3); the answer is an expression such as ``3
 ``def f(x): return <expr>`` runs in the sandbox on six hidden inputs; the score is the fraction of hidden
 inputs it gets right (a timeout or crash scores 0). Synthetic and small enough for the tiny model.
 
-The function space: linear ``a*x+b`` (a 1-9, b -60..60), ``x*x+b`` (b -60..60), ``x//c`` and ``x%c``, one
-expression per distinct f(0..3) (the shortest), so every prompt has one answer. It is split by function:
-validation's 200 and test's 400 functions never appear in training, and each held-out function is asked once
-(a split that repeated a function would count one answer several times and overstate its precision).
+The function space: linear ``a*x+b`` (a -9..9 but 0, b -99..99), ``x*x+b`` (b -99..99), ``x//c`` and ``x%c``,
+one expression per distinct f(0..3) (the shortest), 3786 functions, so every prompt has one answer. It is split by
+function: validation's 300 and test's 1000 functions never appear in training (which draws from the other
+2486), and each held-out function is asked once (a split that repeated a function would count one answer
+several times and overstate its precision). The space was 1226 functions (a 1..9, b -60..60) with 200 + 400
+held out until 2026-12-07: the tiny model then nearly memorised its ~620 training functions, RL on them moved
+held-out accuracy by about 3 points, and 400 test problems could not tell that from the start (issue 28).
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ from lfpo_bench.types import Example
 
 SHOWN = (0, 1, 2, 3)
 HIDDEN = (4, 5, 7, 10, -1, -3)
-B_RANGE = range(-60, 61)  # constants: every expression fits the 8-character canvas ("9*x-60" is 6)
-SPLITS = {"validation": (0, 200), "test": (200, 600)}  # held-out functions; training gets the rest
+B_RANGE = range(-99, 100)  # constants: every expression fits the 8-character canvas ("-9*x-99" is 7)
+SPLITS = {"validation": (0, 300), "test": (300, 1300)}  # held-out functions; training gets the rest
 
 
 def _linear(a: int, b: int) -> str:
-    head = "x" if a == 1 else f"{a}*x"
+    head = {1: "x", -1: "-x"}.get(a, f"{a}*x")
     return head if b == 0 else f"{head}{b:+d}"
 
 
@@ -35,7 +38,7 @@ def functions() -> list[str]:
     """Every function of the task, one expression per distinct f(0..3): the shortest (then the first in
     order) of those that show the same values, so no prompt has two right answers that differ on the
     hidden inputs."""
-    cands = [_linear(a, b) for a in range(1, 10) for b in B_RANGE]
+    cands = [_linear(a, b) for a in [*range(-9, 0), *range(1, 10)] for b in B_RANGE]
     cands += ["x*x" if b == 0 else f"x*x{b:+d}" for b in B_RANGE]
     cands += [f"x{op}{c}" for op in ("//", "%") for c in range(2, 10)]
     by_shown: dict[tuple, str] = {}
@@ -51,7 +54,7 @@ def apply(expr: str, x: int) -> int:
 @TASKS.register("toy-code")
 class ToyCode(CodeTask):
     description = "one-line Python expression in x from 4 examples; scored on 6 hidden inputs in the sandbox"
-    source = "generated; 200 validation and 400 test functions, each once, never in training"
+    source = "generated; 300 validation and 1000 test functions, each once, never in training"
     synthetic = True
     tiny_pretrain = "toy-code"
     gen_length = 8
