@@ -451,6 +451,10 @@ def table(
     note = report.tuned_note(df)  # what each task chose, for methods shown as method[tuned]
     if note:
         parts.append(note)
+    cost = report.cost_table(df)
+    if len(cost):
+        parts += ["", "training cost per run (config.budget, whole run; a count that differs between seeds reads min-max); "
+                  "row's update: the update each seed's row was evaluated at, of its last", report.render(cost, fmt)]
     parts += ["",
              "latency (timing pass: ms per request = median of all batch-1 requests, IQR of single calls; ms per sample = median "
              "over rounds of one batch call; ≈: that median's 95% interval is wider than 11% of it, so it cannot be told from "

@@ -437,6 +437,37 @@ def latency_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(lines).set_index(["task", "setting", "method"])
 
 
+COST = (("opt_steps", "opt steps"), ("rollout_forwards", "rollout fwd"), ("forwards", "train fwd"), ("backwards", "bwd"))
+
+
+def cost_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One line per (task, method label) that trained: what each run cost (``config.budget``: optimiser steps,
+    rollout forward passes, training forward and backward passes, counted over the whole run, so a method's μ
+    shows here) and which update each seed's row is (``config.selected_update`` of ``last_update``). A count
+    that differs between seeds reads "min-max". Empty when no row carries a budget (untrained or older rows)."""
+    lines = []
+    cfgs = df.assign(method_label=labels(df))
+    for (t, m), g in sorted(cfgs.groupby(["task", "method_label"])):
+        per_run = {}  # one entry per run (a run has a row per setting)
+        for _, r in g.iterrows():
+            c = r["config"] if isinstance(r.get("config"), dict) else {}
+            if c.get("budget"):
+                per_run[(r.get("run_id") or r["_source"], r["seed"])] = (r["seed"], r["stage"], c)
+        if not per_run:
+            continue
+        runs = sorted(per_run.values(), key=lambda x: x[0])
+        line = {"task": t, "method": m, "seeds": len(runs)}
+        for key, name in COST:
+            vals = [int(c["budget"].get(key, 0)) for _, _, c in runs]
+            line[name] = f"{min(vals)}" if min(vals) == max(vals) else f"{min(vals)}-{max(vals)}"
+        line["skipped updates"] = sum(int(c["budget"].get("skipped_updates", 0)) for _, _, c in runs)
+        line["row's update / last"] = ", ".join(
+            f"{c.get('last_update' if stage == 'last' else 'selected_update', '?')}/{c.get('last_update', '?')}"
+            for _, stage, c in runs)
+        lines.append(line)
+    return pd.DataFrame(lines).set_index(["task", "method"]) if lines else pd.DataFrame()
+
+
 def common_targets(df: pd.DataFrame) -> dict[str, float]:
     """Per task, the highest accuracy every method reaches at some setting (the least of the methods' best
     means): the equal-accuracy view's ``--target auto``, at which no method reads "not reached"."""

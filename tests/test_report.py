@@ -368,3 +368,34 @@ def test_above_lists_only_significantly_higher_rows_per_task_and_setting(tmp_pat
         [r["accuracy"] for r in rows if r["method"] == "none" and r["task"] == "t"])
     assert up.delta == pytest.approx(want) and up.lo > 0 and up.p < 0.05
     assert report.above(report.load_rows([p])[lambda d: d.task == "u"]).empty  # a task where nothing moved
+
+
+def test_cost_table_counts_each_run_once_and_shows_seed_spread_and_the_rows_update(tmp_path):
+    import json
+
+    def trained(method, seed, steps, opt, stage="after", sel=10, skipped=0):
+        r = row(method, steps, [1.0, 0.0], seed=seed)
+        r.update(run_id=f"{method}-{seed}", stage=stage)
+        r["config"] = {"selected_update": sel, "last_update": 20,
+                       "budget": {"opt_steps": opt, "rollout_forwards": 160, "forwards": 3 * opt, "backwards": 2 * opt,
+                                  "skipped_updates": skipped}}
+        return r
+
+    rows = [row("none", s, [1.0, 0.0]) for s in (2, 8)]  # the start: no budget, no line
+    for seed, opt, sel in ((0, 320, 20), (1, 320, 10), (2, 300, 0)):
+        for steps in (2, 8):  # two settings of one run: counted once
+            rows.append(trained("a", seed, steps, opt, sel=sel, skipped=1))
+            rows.append(trained("a", seed, steps, opt, stage="last"))
+    p = tmp_path / "rows.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    cost = report.cost_table(report.load_rows([p]))
+    assert list(cost.index) == [("t", "a")]
+    line = cost.loc[("t", "a")]
+    assert line["seeds"] == 3 and line["opt steps"] == "300-320" and line["rollout fwd"] == "160"
+    assert line["train fwd"] == "900-960" and line["bwd"] == "600-640"
+    assert line["skipped updates"] == 3  # one per run, not per row
+    assert line["row's update / last"] == "20/20, 10/20, 0/20"
+    last = report.cost_table(report.load_rows([p], stage="last")).loc[("t", "a")]
+    assert last["row's update / last"] == "20/20, 20/20, 20/20" and last["skipped updates"] == 0
+    assert report.cost_table(report.load_rows([p], stage="after").query("method == 'none'")).empty
