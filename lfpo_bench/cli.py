@@ -413,7 +413,8 @@ def table(
     fmt: str = typer.Option("markdown", "--format", help="markdown | csv | latex"),
     paired_vs: Optional[str] = typer.Option(None, help="mark differences significant against this method (†)"),
     target: Optional[str] = typer.Option(None, help="equal-accuracy view: accuracy to reach, e.g. 0.6, or auto (per task, the "
-                                         "highest accuracy every method reaches)"),
+                                         "highest accuracy every method reaches), or match (with --baseline: the "
+                                         "fewest steps at which the baseline matches each method's best, tested)"),
     baseline: Optional[str] = typer.Option(None, help="equal-accuracy view: method the NFE ratio is taken against"),
     deltas_vs: Optional[str] = typer.Option(None, help="ablation view: each method label's difference to this one, e.g. lfpo"),
     check: bool = typer.Option(False, help="fail if rows mix code versions or datasets"),
@@ -427,11 +428,14 @@ def table(
         raise UserError(f"--format must be markdown, csv or latex, got {fmt!r}")
     if stage not in ("after", "last"):
         raise UserError(f"--stage must be after (the validation-selected checkpoint) or last (the last update), got {stage!r}")
-    if target is not None and target != "auto":
+    if target == "match" and baseline is None:
+        raise UserError("--target match needs --baseline METHOD: the method whose steps to each other method's best "
+                        "accuracy are counted (e.g. --baseline lfpo)")
+    if target is not None and target not in ("auto", "match"):
         try:
             target = float(target)
         except ValueError:
-            raise UserError(f"--target {target!r}: a fraction in (0, 1] (e.g. 0.85 for 85%) or auto") from None
+            raise UserError(f"--target {target!r}: a fraction in (0, 1] (e.g. 0.85 for 85%), auto or match") from None
         if not 0 < target <= 1:
             raise UserError(f"--target {target}: the accuracy to reach, as a fraction in (0, 1] (e.g. 0.85 for 85%)")
     if out:
@@ -462,7 +466,12 @@ def table(
     if deltas_vs is not None:
         parts += ["", f"difference to {deltas_vs} in points, [95% CI]; † p < 0.05; both {report.SEED_AWARE}",
                   report.render(report.delta_table(df, deltas_vs), fmt)]
-    if target is not None:
+    if target == "match":
+        parts += ["", f"equal accuracy, tested: each method's best fixed-step accuracy; the fewest steps at which {baseline} "
+                  f"reaches it; NFE and ms-per-request ratios ({baseline} / the method); {baseline}@those steps minus the "
+                  f"method@its best, points [95% CI], {report.SEED_AWARE}",
+                  report.render(report.match_table(df, baseline).set_index(["task", "method"]).round(3), fmt)]
+    elif target is not None:
         goal = report.common_targets(df) if target == "auto" else target
         eq = report.equal_accuracy(df, goal, baseline)
         said = (", ".join(f"{t} {100 * v:.1f}%" for t, v in goal.items()) + " (the highest every method reaches)"

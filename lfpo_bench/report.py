@@ -509,6 +509,48 @@ def equal_accuracy(df: pd.DataFrame, target: float | dict[str, float], baseline:
     return out
 
 
+def match_table(df: pd.DataFrame, baseline: str, n_boot: int = 2000, alpha: float = 0.05) -> pd.DataFrame:
+    """The equal-accuracy claim, tested per method. For each (task, method) other than ``baseline``: the method's
+    best fixed-step setting (highest mean; fewer steps on a tie), the fewest steps at which ``baseline``'s mean
+    reaches that accuracy, the ratio of their mean NFE and ms per request, and the paired difference
+    ``baseline@its setting - method@its best`` in points with a 95% CI and p (same problems, both sides' seeds
+    resampled: ``compare_on_shared``). A ratio below 1 says the baseline matches the method in fewer steps; the
+    CI's lower end says how much accuracy that could cost. "not reached" where the baseline never gets there.
+    The step grid bounds the resolution: with steps 1/2/4/8/16 a ratio is a power of two."""
+    df = df[df["decoding"] == "fixed"].copy()
+    if df.empty:
+        raise UserError("--target match compares fixed-step settings, and these rows have none")
+    df["method_label"] = labels(df)
+    base_of = resolve_method(df, baseline, "--baseline")
+    summ = summarize(df, n_boot=200)
+    rows = []
+    for t, st in summ.groupby("task"):
+        b = base_of.get(t)
+        bs = st[st["method"] == b]
+        if bs.empty:
+            continue
+        for m, g in st[st["method"] != b].groupby("method"):
+            best = g.sort_values(["mean", "steps"], ascending=[False, True]).iloc[0]
+            row = {"task": t, "method": m, "its best": f"{100 * best['mean']:.1f} @ {best['steps']} steps"}
+            ok = bs[bs["mean"] >= best["mean"] - 1e-12].sort_values("steps")
+            if ok.empty:
+                top = bs.sort_values("mean").iloc[-1]
+                row.update({"baseline reaches it": f"not reached (best {100 * top['mean']:.1f} @ {top['steps']})",
+                            "NFE ratio": np.nan, "ms ratio": np.nan, "difference": ""})
+            else:
+                hit = ok.iloc[0]
+                A = score_matrix(df[(df.task == t) & (df.method_label == b) & (df.setting == hit["setting"])])
+                B = score_matrix(df[(df.task == t) & (df.method_label == m) & (df.setting == best["setting"])])
+                d, lo, hi, p = compare_on_shared(A, B, n_boot=n_boot, alpha=alpha)
+                row.update({"baseline reaches it": f"{100 * hit['mean']:.1f} @ {hit['steps']} steps",
+                            "NFE ratio": hit["nfe"] / best["nfe"], "ms ratio": hit["ms"] / best["ms"],
+                            "difference": f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] p={p:.3g}"})
+            rows.append(row)
+    if not rows:
+        raise UserError(f"--baseline {baseline}: no other method shares a task with it")
+    return pd.DataFrame(rows)[["task", "method", "its best", "baseline reaches it", "NFE ratio", "ms ratio", "difference"]]
+
+
 def check_provenance(df: pd.DataFrame, allow_mixed: bool = False) -> list[str]:
     """Problems with mixing; raises ``UserError`` unless ``allow_mixed``."""
     problems = []

@@ -49,6 +49,7 @@ def test_quick_regeneration_writes_the_whole_protocol(tmp_path):
 # rows (as the real one does) and writes its --out, `sweep` makes its --out folder
 STUB_CLI = r"""#!/usr/bin/env bash
 set -euo pipefail
+echo "$*" >> "${STUB_LOG:-/dev/null}"
 cmd=$1; shift
 out=""; only=""; src=""
 while [ $# -gt 0 ]; do
@@ -73,7 +74,7 @@ def test_regenerate_ends_cleanly_after_any_parts_and_combines_tables_only_when_e
     bin_dir.mkdir()
     (bin_dir / "lfpo-bench").write_text(STUB_CLI)
     (bin_dir / "lfpo-bench").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "STUB_LOG": str(tmp_path / "calls.log")}
     out = tmp_path / "run"
 
     def regen(*args):
@@ -90,12 +91,29 @@ def test_regenerate_ends_cleanly_after_any_parts_and_combines_tables_only_when_e
     regen("--part", "ablation")
     assert (out / "lfpo-ablation" / "table.md").exists() and not (out / "table.md").exists()
     regen("--part", "countdown3-mini", "--part", "toy-code")
-    for v in ("table", "table-vs-lfpo", "table-last"):
+    for v in ("table", "table-vs-lfpo", "table-match", "table-last"):
         text = (out / f"{v}.md").read_text()
         assert [line for line in text.splitlines() if line.startswith("## ")] == [f"## {t}" for t in TASKS]
     logged = [line.split()[1:3] for line in (out / "parts.log").read_text().splitlines()]
     assert logged == [[t, "(tuning"] for t in TASKS] + [["sudoku4", "done"], ["ablation", "done"],
                                                         ["countdown3-mini", "done"], ["toy-code", "done"]]
+
+    # --tables renders every finished part's tables again from its rows and runs nothing else
+    ran = [c for c in (tmp_path / "calls.log").read_text().splitlines() if "lfpo-ablation/table.md" in c]
+    (tmp_path / "calls.log").unlink()
+    (out / "fair-toy-code" / "table-match.md").unlink()  # e.g. written by a code version without that table
+    said = regen("--tables")
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls and all(c.startswith("table ") for c in calls)
+    for t in TASKS:
+        for v in ("table", "table-vs-lfpo", "table-match", "table-last"):
+            assert sum(f"--out {out}/fair-{t}/{v}.md" in c for c in calls) == 1, (t, v)
+    ablation = [c for c in calls if f"--out {out}/lfpo-ablation/table.md" in c]
+    deltas_vs = lambda c: c.split("--deltas-vs ")[1].split()[0]  # noqa: E731
+    assert len(ablation) == len(ran) == 1 and deltas_vs(ablation[0]) == deltas_vs(ran[0])  # the tuned base's label
+    assert deltas_vs(ran[0]).startswith("lfpo[") and "mu=4" in deltas_vs(ran[0])
+    assert (out / "fair-toy-code" / "table-match.md").exists() and "rendered again" in said
+    assert len((out / "parts.log").read_text().splitlines()) == 7  # no part ran
 
 
 def check_quick_output(out: Path) -> None:
@@ -129,6 +147,8 @@ def check_quick_output(out: Path) -> None:
     assert "difference to lfpo[" in (abl / "table.md").read_text()  # the ablation read against the tuned base
     assert "--stage last" in (out / "fair-sudoku4" / "table-last.md").read_text()
     assert "the highest every method reaches" in (out / "fair-toy-code" / "table-vs-lfpo.md").read_text()
+    assert "equal accuracy, tested" in (out / "fair-countdown3-mini" / "table-match.md").read_text()
+    assert "training cost per run" in (out / "fair-sudoku4" / "table.md").read_text()
     combined = (out / "table.md").read_text()
     assert all(f"## {t}" in combined for t in TASKS)
 
@@ -163,7 +183,7 @@ def finished_set(tmp_path_factory) -> Path:
         f = src.parent / f"fair-{t}.yaml"
         f.write_text(yaml.safe_dump({**MINI, "name": f"fair-{t}", "tasks": [t]}))
         tune(str(f), out=str(src / f"fair-{t}"), show_progress=False)
-        for name in ("table.md", "table-vs-lfpo.md", "table-last.md"):
+        for name in ("table.md", "table-vs-lfpo.md", "table-match.md", "table-last.md"):
             (src / f"fair-{t}" / name).write_text(f"{name} of {t}\n")
         run = next((src / f"fair-{t}" / "final" / "runs").iterdir())
         (run / "trainer_state.pt").write_text("weights\n")
@@ -231,6 +251,7 @@ def ignored(paths: list[str]) -> list[str]:
 @pytest.mark.parametrize("break_it, says", [
     (lambda src: shutil.rmtree(src / "lfpo-ablation"), "lfpo-ablation is missing"),
     (lambda src: (src / "fair-toy-code" / "table-last.md").unlink(), "table-last.md is missing"),
+    (lambda src: (src / "fair-sudoku4" / "table-match.md").unlink(), "regenerate.sh --tables"),  # rendered by older code
     (lambda src: _drop_last_done(src / "fair-countdown3-mini" / "final"), "not done"),
     (lambda src: _drop_last_done(src / "fair-sudoku4" / "tune" / "trial0"), "not done"),
     (lambda src: _fail_one(src / "lfpo-ablation"), "not done"),

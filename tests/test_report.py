@@ -288,7 +288,7 @@ def test_table_target_auto_and_a_bad_target_on_the_cli(rows_file):
     res = CliRunner().invoke(app, ["table", str(rows_file), "--target", "auto", "--baseline", "base"])
     assert res.exit_code == 0 and "the highest every method reaches" in res.output
     res = CliRunner().invoke(app, ["table", str(rows_file), "--target", "most"])
-    assert isinstance(res.exception, UserError) and "or auto" in str(res.exception)
+    assert isinstance(res.exception, UserError) and "auto or match" in str(res.exception)
 
 
 def test_equal_accuracy_baseline_may_name_a_tuned_method_by_its_method_name(rows_file, tmp_path):
@@ -399,3 +399,44 @@ def test_cost_table_counts_each_run_once_and_shows_seed_spread_and_the_rows_upda
     last = report.cost_table(report.load_rows([p], stage="last")).loc[("t", "a")]
     assert last["row's update / last"] == "20/20, 20/20, 20/20" and last["skipped updates"] == 0
     assert report.cost_table(report.load_rows([p], stage="after").query("method == 'none'")).empty
+
+
+def test_match_view_finds_the_fewest_baseline_steps_reaching_each_methods_best_and_tests_the_difference(tmp_path):
+    import json
+
+    n = 40
+    def sc(k):  # k of n problems solved, the first k
+        return [1.0] * k + [0.0] * (n - k)
+
+    rows = []
+    for seed in (0, 1):
+        for steps, kb, km, kw in ((1, 10, 12, 5), (2, 24, 20, 6), (4, 30, 22, 8), (8, 31, 22, 9)):
+            rows.append(row("base", steps, sc(kb), seed=seed, nfe=steps))
+            rows.append(row("m", steps, sc(km), seed=seed, nfe=steps))  # best 22/40 at 4 steps (8 ties: fewer steps win)
+            rows.append(row("strong", steps, sc(kw + 30), seed=seed, nfe=steps))  # best 39/40: base never reaches it
+        rows.append(row("m", 8, sc(40), seed=seed, decoding="threshold=0.9", nfe=3.0))  # not a fixed-step setting
+    p = tmp_path / "rows.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    df = report.load_rows([p])
+
+    t = report.match_table(df, "base").set_index("method")
+    m = t.loc["m"]
+    assert m["its best"] == "55.0 @ 4 steps" and m["baseline reaches it"] == "60.0 @ 2 steps"
+    assert m["NFE ratio"] == pytest.approx(0.5) and m["ms ratio"] == pytest.approx(0.5)  # latency_ms_p50 = steps / 2
+    assert m["difference"].startswith("+5.0 [")  # 24/40 - 22/40, same problems
+    s = t.loc["strong"]
+    assert s["baseline reaches it"].startswith("not reached (best 77.5 @ 8)") and math.isnan(s["NFE ratio"])
+    with pytest.raises(UserError, match="did you mean"):
+        report.match_table(df, "bse")
+
+
+def test_table_cli_target_match_needs_a_baseline(rows_file):
+    from typer.testing import CliRunner
+
+    from lfpo_bench.cli import app
+
+    r = CliRunner().invoke(app, ["table", str(rows_file), "--target", "match"])
+    assert isinstance(r.exception, UserError) and "--baseline" in str(r.exception)
+    r = CliRunner().invoke(app, ["table", str(rows_file), "--target", "match", "--baseline", "better"])
+    assert r.exit_code == 0, r.output
+    assert "equal accuracy, tested" in r.output and "base" in r.output

@@ -2,6 +2,9 @@
 
     python results/reference/publish.py OUT [DEST] [--allow-no-movement]   (DEST: this script's folder)
 
+Render its tables with this checkout first (`bash results/reference/regenerate.sh --tables OUT`): a folder whose
+tables predate the equal-accuracy test (table-match.md) is refused.
+
 Refuses a folder in which any part, or any cell of any of its sweeps, is unfinished: a reference set is
 never published half-made; and one where a task has no final row significantly above its start under the
 seed-aware test, corrected for the number of comparisons on that task (Holm): such a task is not a benchmark
@@ -24,7 +27,7 @@ import yaml
 
 TASKS = ("sudoku4", "countdown3-mini", "toy-code")
 PARTS = [f"fair-{t}" for t in TASKS] + ["lfpo-ablation"]
-TABLES = ("table.md", "table-vs-lfpo.md", "table-last.md")
+TABLES = ("table.md", "table-vs-lfpo.md", "table-match.md", "table-last.md")
 KEEP_RUN_FILES = ("config.json", "log.jsonl")  # a final run's training curve, not its weights
 SKIP = {"jobs", ".lock", ".lfpo-bench.json"}
 BOOT = 10_000  # bootstrap replicates of the movement check: p-values to 1e-4, below a Holm threshold of 0.05 / 45
@@ -62,7 +65,10 @@ def check(src: Path) -> None:
     for t in TASKS:
         for name in TABLES:
             if not (src / f"fair-{t}" / name).exists():
-                raise Refused(f"{src / f'fair-{t}' / name} is missing: the part did not finish; rerun regenerate.sh on {src}")
+                why = ("the part did not finish; rerun regenerate.sh on it" if not (src / f"fair-{t}" / "table.md").exists()
+                       else "its tables were rendered by an older checkout; render them again with this one: "
+                            f"bash results/reference/regenerate.sh --tables {src}")
+                raise Refused(f"{src / f'fair-{t}' / name} is missing: {why}")
     if not (src / "lfpo-ablation" / "table.md").exists():
         raise Refused(f"{src / 'lfpo-ablation' / 'table.md'} is missing: the ablation did not finish; rerun regenerate.sh on {src}")
     for t in TASKS:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the reference set (the tuned comparison on three tasks and the LFPO ablation) into a new folder.
 #   bash results/reference/regenerate.sh [--quick] [--part NAME]... [--launcher inline|local|slurm] [--jobs N]
-#                                        [--retry-failed] [--tuning-only] [OUT]
+#                                        [--retry-failed] [--tuning-only] [--tables] [OUT]
 # Parts: sudoku4, countdown3-mini, toy-code (the fair protocol, lfpo_bench/presets/fair-<task>.yaml) and
 # ablation (lfpo-ablation-sudoku4 from the configuration the sudoku4 tuning chose for LFPO, so it runs after
 # sudoku4). Default: all four, in that order. Every part resumes: run the same command again (cells stopped with
@@ -11,12 +11,14 @@
 # --tuning-only: each task part stops once its choice is made (tuning.md, final/chosen.json), before its final
 # phase (the default parts are then the three tasks); the same command without it runs the finals. A final phase's
 # timing pass needs the weights of all its cells, so run it where they stay (one machine, one session).
+# --tables: run nothing; render each finished part's tables (and the combined ones) again from its rows, with
+# this checkout's `lfpo-bench table` (publish.py does this before it copies a folder).
 # --launcher/--jobs: where the cells run (docs/sweeps.md "On a cluster"); the default is the local launcher with
 # 2 workers (this machine's 2 cores, one torch thread each). Each part's wall time goes to OUT/parts.log.
 set -euo pipefail
 tasks=(sudoku4 countdown3-mini toy-code)
-tables=(table table-vs-lfpo table-last)  # each task part's final tables, combined across tasks at the end
-quick=""; parts=(); out=""; launch=(); retry=(); only=()
+tables=(table table-vs-lfpo table-match table-last)  # each task part's final tables, combined across tasks at the end
+quick=""; parts=(); out=""; launch=(); retry=(); only=(); render_only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="-quick" ;;
@@ -24,8 +26,9 @@ while [ $# -gt 0 ]; do
     --launcher|--jobs) launch+=("$1" "$2"); shift ;;
     --retry-failed) retry=(--retry-failed) ;;
     --tuning-only) only=(--tuning-only) ;;
+    --tables) render_only=1 ;;
     -h|--help) sed -n 2,15p "$0"; exit 0 ;;
-    -*) echo "regenerate.sh: unknown option $1 (--quick, --part NAME, --launcher KIND, --jobs N, --retry-failed, --tuning-only, OUT)" >&2; exit 2 ;;
+    -*) echo "regenerate.sh: unknown option $1 (--quick, --part NAME, --launcher KIND, --jobs N, --retry-failed, --tuning-only, --tables, OUT)" >&2; exit 2 ;;
     *) out="$1" ;;
   esac
   shift
@@ -38,6 +41,36 @@ fi
 metric() { python -c "import sys, yaml; from lfpo_bench.sweep import PRESETS
 print((yaml.safe_load((PRESETS / (sys.argv[1] + '.yaml')).read_text()).get('train') or {}).get('val_metric') or 'accuracy')" "$1"; }
 out="${out:-results/rerun$quick}"
+# a task part's final tables, from its rows: paired tests against the start; against LFPO with the equal-accuracy
+# view at the accuracy every method reaches; LFPO's fewest steps to each method's best, tested; every run's last update
+task_tables() {
+  local p="$1" m; m=$(metric "fair-$p$quick")
+  lfpo-bench table "$out/fair-$p/final" --metric "$m" --paired-vs none --out "$out/fair-$p/table.md" > /dev/null
+  lfpo-bench table "$out/fair-$p/final" --metric "$m" --paired-vs lfpo --target auto --baseline lfpo \
+    --out "$out/fair-$p/table-vs-lfpo.md" > /dev/null
+  lfpo-bench table "$out/fair-$p/final" --metric "$m" --target match --baseline lfpo --out "$out/fair-$p/table-match.md" > /dev/null
+  lfpo-bench table "$out/fair-$p/final" --metric "$m" --stage last --paired-vs none --out "$out/fair-$p/table-last.md" > /dev/null
+}
+if [ -n "$render_only" ]; then
+  [ -d "$out" ] || { echo "regenerate.sh --tables: $out is not a folder regenerate.sh wrote" >&2; exit 2; }
+  for p in "${parts[@]}"; do
+    case "$p" in
+      sudoku4|countdown3-mini|toy-code)
+        if [ -f "$out/fair-$p/final/rows.jsonl" ] && [ -f "$out/fair-$p/table.md" ]; then task_tables "$p"; echo "tables: $p rendered again"
+        else echo "tables: $p has no finished final phase in $out; skipped"; fi ;;
+      ablation)
+        if [ -f "$out/lfpo-ablation/table.md" ] && [ -f "$out/lfpo-ablation.yaml" ]; then
+          base=$(python -c "import sys, yaml; v = yaml.safe_load(open(sys.argv[1]))['method']['lfpo'][0]
+print('lfpo[' + ','.join(f'{k}={x}' for k, x in sorted(v.items())) + ']')" "$out/lfpo-ablation.yaml")
+          lfpo-bench table "$out/lfpo-ablation" --metric "$(metric lfpo-ablation-sudoku4)" --deltas-vs "$base" \
+            --out "$out/lfpo-ablation/table.md" > /dev/null
+          echo "tables: ablation rendered again"
+        else echo "tables: the ablation has not finished in $out; skipped"; fi ;;
+      *) echo "regenerate.sh: unknown part $p (sudoku4, countdown3-mini, toy-code, ablation)" >&2; exit 2 ;;
+    esac
+  done
+  parts=()
+fi
 mkdir -p "$out"
 for p in "${parts[@]}"; do
   start=$(date +%s)
@@ -45,11 +78,7 @@ for p in "${parts[@]}"; do
     sudoku4|countdown3-mini|toy-code)
       lfpo-bench tune --config "fair-$p$quick" --out "$out/fair-$p" "${launch[@]}" ${retry[@]+"${retry[@]}"} ${only[@]+"${only[@]}"}
       if [ ${#only[@]} -gt 0 ]; then echo "part $p (tuning only) done in $(( $(date +%s) - start )) s" | tee -a "$out/parts.log"; continue; fi
-      m=$(metric "fair-$p$quick")
-      lfpo-bench table "$out/fair-$p/final" --metric "$m" --paired-vs none --out "$out/fair-$p/table.md" > /dev/null
-      lfpo-bench table "$out/fair-$p/final" --metric "$m" --paired-vs lfpo --target auto --baseline lfpo \
-        --out "$out/fair-$p/table-vs-lfpo.md" > /dev/null  # with the equal-accuracy view: NFE and ms at a common accuracy
-      lfpo-bench table "$out/fair-$p/final" --metric "$m" --stage last --paired-vs none --out "$out/fair-$p/table-last.md" > /dev/null ;;
+      task_tables "$p" ;;
     ablation)
       [ -f "$out/fair-sudoku4/final/chosen.json" ] || { echo "regenerate.sh: the ablation starts from the sudoku4 tuning's choice; run --part sudoku4 first" >&2; exit 2; }
       base=$(python - "$out" "$quick" <<'PY'
