@@ -253,6 +253,7 @@ def ignored(paths: list[str]) -> list[str]:
     (lambda src: (src / "fair-toy-code" / "table-last.md").unlink(), "table-last.md is missing"),
     (lambda src: (src / "fair-sudoku4" / "table-match.md").unlink(), "regenerate.sh --tables"),  # rendered by older code
     (lambda src: _drop_last_done(src / "fair-countdown3-mini" / "final"), "not done"),
+    (lambda src: _drop_method_rows(src / "fair-countdown3-mini" / "final", "lfpo"), "lacks the rows of lfpo/s0"),
     (lambda src: _drop_last_done(src / "fair-sudoku4" / "tune" / "trial0"), "not done"),
     (lambda src: _fail_one(src / "lfpo-ablation"), "not done"),
     (lambda src: _rename(src / "fair-sudoku4" / "tune.yaml", "fair-sudoku4-quick"), "smoke test"),
@@ -304,6 +305,13 @@ def _drop_last_done(folder: Path) -> None:
     lines = (folder / "cells.jsonl").read_text().splitlines()
     i = max(k for k, line in enumerate(lines) if json.loads(line)["status"] == "done")
     (folder / "cells.jsonl").write_text("".join(line + "\n" for k, line in enumerate(lines) if k != i))
+
+
+def _drop_method_rows(folder: Path, method: str) -> None:
+    """A final whose cells all read done but whose rows lack one method (lost, or never appended)."""
+    lines = (folder / "rows.jsonl").read_text().splitlines()
+    assert any(json.loads(line)["method"] == method for line in lines)
+    (folder / "rows.jsonl").write_text("".join(line + "\n" for line in lines if json.loads(line)["method"] != method))
 
 
 def _fail_one(folder: Path) -> None:

@@ -5,8 +5,8 @@
 Render its tables with this checkout first (`bash results/reference/regenerate.sh --tables OUT`): a folder whose
 tables predate the equal-accuracy test (table-match.md) is refused.
 
-Refuses a folder in which any part, or any cell of any of its sweeps, is unfinished: a reference set is
-never published half-made; and one where a task has no final row significantly above its start under the
+Refuses a folder in which any part, or any cell of any of its sweeps, is unfinished, or whose final rows lack a
+method of its protocol at one of its seeds: a reference set is never published half-made; and one where a task has no final row significantly above its start under the
 seed-aware test, corrected for the number of comparisons on that task (Holm): such a task is not a benchmark
 (--allow-no-movement overrides, for a look at one). Replaces DEST's protocol files (fair-*/, lfpo-ablation/,
 the combined tables, the plots) with OUT's, leaving the rest of DEST (its README, this script, regenerate.sh) alone. What is
@@ -56,6 +56,24 @@ def unfinished(folder: Path) -> list[str]:
     return [c.label() for c in cells if c.id not in state.done]
 
 
+def missing_rows(part: Path) -> list[str]:
+    """``method/s<seed>`` of the protocol (``tune.yaml``: its methods, its final seeds) with no test row in the
+    part's final rows: the committed set must hold every method at every seed, whatever the cell records say."""
+    import json
+
+    spec = yaml.safe_load((part / "tune.yaml").read_text()) or {}
+    seeds = (spec.get("final") or {}).get("seeds") or [0]
+    rows = part / "final" / "rows.jsonl"
+    have = set()
+    if rows.exists():
+        for line in rows.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                if r.get("split") == "test":
+                    have.add((r.get("method"), r.get("seed")))
+    return [f"{m}/s{s}" for m in spec.get("methods") or [] for s in seeds if (m, s) not in have]
+
+
 def check(src: Path) -> None:
     if not src.is_dir():
         raise Refused(f"{src} is not a folder; give the folder regenerate.sh wrote (e.g. results/rerun)")
@@ -76,6 +94,12 @@ def check(src: Path) -> None:
         if name != f"fair-{t}":
             raise Refused(f"{src / f'fair-{t}'} ran protocol {name!r}, not fair-{t}"
                           + (" (--quick is the protocol's smoke test, never the reference set)" if name.endswith("-quick") else ""))
+    for t in TASKS:
+        missing = missing_rows(src / f"fair-{t}")
+        if missing:
+            raise Refused(f"{src / f'fair-{t}' / 'final' / 'rows.jsonl'} lacks the rows of {', '.join(missing[:4])}"
+                          f"{', ...' if len(missing) > 4 else ''}: every method of the protocol needs its rows at every final "
+                          f"seed; rerun regenerate.sh on {src}")
     for f in sweep_folders(src):
         left = unfinished(f)
         if left:
