@@ -6,8 +6,8 @@ Render its tables with this checkout first (`bash results/reference/regenerate.s
 tables predate the equal-accuracy test (table-match.md) is refused.
 
 Refuses a folder in which any part, or any cell of any of its sweeps, is unfinished, or whose final rows lack a
-method of its protocol at one of its seeds: a reference set is never published half-made; and one where a task has no final row significantly above its start under the
-seed-aware test, corrected for the number of comparisons on that task (Holm): such a task is not a benchmark
+method of its protocol at one of its seeds: a reference set is never published half-made; and one where a task
+has no final row significantly above its start under the seed-aware test, corrected for the number of comparisons on that task (Holm): such a task is not a benchmark
 (--allow-no-movement overrides, for a look at one). Replaces DEST's protocol files (fair-*/, lfpo-ablation/,
 the combined tables, the plots) with OUT's, leaving the rest of DEST (its README, this script, regenerate.sh) alone. What is
 copied: every sweep's sweep.yaml, cells.jsonl, rows.jsonl, timing.jsonl and tables, the tuning records, the
@@ -59,18 +59,11 @@ def unfinished(folder: Path) -> list[str]:
 def missing_rows(part: Path) -> list[str]:
     """``method/s<seed>`` of the protocol (``tune.yaml``: its methods, its final seeds) with no test row in the
     part's final rows: the committed set must hold every method at every seed, whatever the cell records say."""
-    import json
+    from lfpo_bench.results import read_rows
 
     spec = yaml.safe_load((part / "tune.yaml").read_text()) or {}
     seeds = (spec.get("final") or {}).get("seeds") or [0]
-    rows = part / "final" / "rows.jsonl"
-    have = set()
-    if rows.exists():
-        for line in rows.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                if r.get("split") == "test":
-                    have.add((r.get("method"), r.get("seed")))
+    have = {(r.get("method"), r.get("seed")) for r in read_rows(part / "final" / "rows.jsonl") if r.get("split") == "test"}
     return [f"{m}/s{s}" for m in spec.get("methods") or [] for s in seeds if (m, s) not in have]
 
 

@@ -12,7 +12,7 @@
 # phase (the default parts are then the three tasks); the same command without it runs the finals. A final phase's
 # timing pass needs the weights of all its cells, so run it where they stay (one machine, one session).
 # --tables: run nothing; render each finished part's tables (and the combined ones) again from its rows, with
-# this checkout's `lfpo-bench table` (publish.py does this before it copies a folder).
+# this checkout's `lfpo-bench table` (publish.py refuses tables an older checkout rendered: run this first).
 # --launcher/--jobs: where the cells run (docs/sweeps.md "On a cluster"); the default is the local launcher with
 # 2 workers (this machine's 2 cores, one torch thread each). Each part's wall time goes to OUT/parts.log.
 set -euo pipefail
@@ -51,6 +51,13 @@ task_tables() {
   lfpo-bench table "$out/fair-$p/final" --metric "$m" --target match --baseline lfpo --out "$out/fair-$p/table-match.md" > /dev/null
   lfpo-bench table "$out/fair-$p/final" --metric "$m" --stage last --paired-vs none --out "$out/fair-$p/table-last.md" > /dev/null
 }
+# the ablation's table: each variant against the tuned base, the first variant of the sweep file written below
+ablation_table() {
+  local base; base=$(python -c "import sys, yaml; v = yaml.safe_load(open(sys.argv[1]))['method']['lfpo'][0]
+print('lfpo[' + ','.join(f'{k}={x}' for k, x in sorted(v.items())) + ']')" "$out/lfpo-ablation.yaml")
+  lfpo-bench table "$out/lfpo-ablation" --metric "$(metric lfpo-ablation-sudoku4)" --deltas-vs "$base" \
+    --out "$out/lfpo-ablation/table.md" > /dev/null
+}
 if [ -n "$render_only" ]; then
   [ -d "$out" ] || { echo "regenerate.sh --tables: $out is not a folder regenerate.sh wrote" >&2; exit 2; }
   for p in "${parts[@]}"; do
@@ -60,11 +67,7 @@ if [ -n "$render_only" ]; then
         else echo "tables: $p has no finished final phase in $out; skipped"; fi ;;
       ablation)
         if [ -f "$out/lfpo-ablation/table.md" ] && [ -f "$out/lfpo-ablation.yaml" ]; then
-          base=$(python -c "import sys, yaml; v = yaml.safe_load(open(sys.argv[1]))['method']['lfpo'][0]
-print('lfpo[' + ','.join(f'{k}={x}' for k, x in sorted(v.items())) + ']')" "$out/lfpo-ablation.yaml")
-          lfpo-bench table "$out/lfpo-ablation" --metric "$(metric lfpo-ablation-sudoku4)" --deltas-vs "$base" \
-            --out "$out/lfpo-ablation/table.md" > /dev/null
-          echo "tables: ablation rendered again"
+          ablation_table; echo "tables: ablation rendered again"
         else echo "tables: the ablation has not finished in $out; skipped"; fi ;;
       *) echo "regenerate.sh: unknown part $p (sudoku4, countdown3-mini, toy-code, ablation)" >&2; exit 2 ;;
     esac
@@ -81,7 +84,7 @@ for p in "${parts[@]}"; do
       task_tables "$p" ;;
     ablation)
       [ -f "$out/fair-sudoku4/final/chosen.json" ] || { echo "regenerate.sh: the ablation starts from the sudoku4 tuning's choice; run --part sudoku4 first" >&2; exit 2; }
-      base=$(python - "$out" "$quick" <<'PY'
+      python - "$out" "$quick" <<'PY'  # writes the ablation sweep file
 import json, sys
 from pathlib import Path
 import yaml
@@ -104,12 +107,9 @@ if quick:  # the same variants, one seed, shrunk like the fair-*-quick presets
 f = out / "lfpo-ablation.yaml"
 f.write_text("# written by regenerate.sh: lfpo-ablation-sudoku4 from the sudoku4 tuning's choice for LFPO\n"
              + yaml.safe_dump(spec, sort_keys=False))
-print("lfpo[" + ",".join(f"{k}={v}" for k, v in sorted(variants[0].items())) + "]")  # the base's table label
 PY
-)
       lfpo-bench sweep --config "$out/lfpo-ablation.yaml" --out "$out/lfpo-ablation" "${launch[@]}" ${retry[@]+"${retry[@]}"}
-      lfpo-bench table "$out/lfpo-ablation" --metric "$(metric lfpo-ablation-sudoku4)" --deltas-vs "$base" \
-        --out "$out/lfpo-ablation/table.md" > /dev/null ;;
+      ablation_table ;;
     *) echo "regenerate.sh: unknown part $p (sudoku4, countdown3-mini, toy-code, ablation)" >&2; exit 2 ;;
   esac
   echo "part $p done in $(( $(date +%s) - start )) s" | tee -a "$out/parts.log"
